@@ -1,0 +1,56 @@
+#!/bin/sh
+# Build ngx_http_llm_gateway_module as a dynamic module binary-compatible
+# with the nginx that Debian packages (nginx-dev ships its configure flags).
+#
+#   ./build.sh                 -> build/ngx_http_llm_gateway_module.so
+#   BUILD_DIR=/tmp/b ./build.sh
+#   NGINX_SRC=/path/to/nginx-1.x ./build.sh   (a vanilla source tree)
+#   CFLAGS_EXTRA="-fsanitize=address" ./build.sh
+set -e
+
+top=$(cd "$(dirname "$0")" && pwd)
+build=${BUILD_DIR:-$top/build}
+mod=$top/ngx_http_llm_gateway_module
+
+mkdir -p "$build"
+
+if [ -n "$NGINX_SRC" ]; then
+    src=$NGINX_SRC
+else
+    if [ ! -f /usr/share/nginx/src/conf_flags ]; then
+        echo "build.sh: /usr/share/nginx/src is missing;" \
+             "install nginx-dev (apt-get install nginx-dev)" >&2
+        exit 1
+    fi
+    # a private copy: configure and make write into the tree
+    if [ ! -f "$build/nginx-src/configure" ]; then
+        rm -rf "$build/nginx-src"
+        cp -r /usr/share/nginx/src "$build/nginx-src"
+    fi
+    src=$build/nginx-src
+fi
+
+cd "$src"
+
+stamp="$build/.configured"
+if [ ! -f objs/Makefile ] || [ ! -f "$stamp" ] \
+   || [ "$mod/config" -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
+then
+    if [ -n "$NGINX_SRC" ]; then
+        ./configure --with-compat --add-dynamic-module="$mod" \
+            --with-cc-opt="-O2 -g $CFLAGS_EXTRA" \
+            --with-ld-opt="$LDFLAGS_EXTRA"
+    else
+        bash -c '. /usr/share/nginx/src/conf_flags;
+                 exec ./configure "${NGX_CONF_FLAGS[@]}" \
+                     --add-dynamic-module="$0" \
+                     --with-cc-opt="-O2 -g -Wall -Werror $1" \
+                     --with-ld-opt="$2"' \
+            "$mod" "$CFLAGS_EXTRA" "$LDFLAGS_EXTRA"
+    fi
+    touch "$stamp"
+fi
+
+make -f objs/Makefile modules
+cp objs/ngx_http_llm_gateway_module.so "$build/"
+echo "built $build/ngx_http_llm_gateway_module.so"

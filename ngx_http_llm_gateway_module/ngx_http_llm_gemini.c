@@ -1,0 +1,1980 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_http_llm_module.h"
+
+
+#define NGX_HTTP_LLM_GEMINI_USER   1
+#define NGX_HTTP_LLM_GEMINI_MODEL  2
+
+
+#define ngx_http_llm_gemini_eq(s, lit)                                        \
+    ((s)->len == sizeof(lit) - 1                                              \
+     && ngx_strncmp((s)->data, lit, sizeof(lit) - 1) == 0)
+
+
+typedef struct {
+    ngx_int_t                   ntools;
+    unsigned                    tool_calls:1;
+} ngx_http_llm_gemini_stream_t;
+
+
+static ngx_int_t ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call);
+static ngx_int_t ngx_http_llm_gemini_uri(ngx_http_llm_call_t *call,
+    ngx_str_t *model, const char *method);
+static ngx_int_t ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call,
+    json_t *body);
+static ngx_int_t ngx_http_llm_gemini_user(ngx_http_llm_call_t *call,
+    json_t *msg, json_t *parts);
+static ngx_int_t ngx_http_llm_gemini_model(ngx_http_llm_call_t *call,
+    json_t *msg, json_t *parts);
+static ngx_int_t ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call,
+    json_t *messages, size_t n, json_t *parts);
+static ngx_int_t ngx_http_llm_gemini_text_part(json_t *parts, u_char *text,
+    size_t len);
+static ngx_int_t ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call,
+    json_t *part, json_t *parts);
+static void ngx_http_llm_gemini_image_type(ngx_str_t *url, ngx_str_t *type);
+static ngx_int_t ngx_http_llm_gemini_config(ngx_http_llm_call_t *call,
+    json_t *body);
+static ngx_int_t ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call,
+    json_t *body);
+static void ngx_http_llm_gemini_schema(json_t *schema);
+static ngx_int_t ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call,
+    json_t *body);
+static ngx_int_t ngx_http_llm_gemini_embed_request(ngx_http_llm_call_t *call,
+    ngx_str_t *model);
+static json_t *ngx_http_llm_gemini_embed_one(ngx_str_t *name, json_t *text,
+    json_t *dims);
+
+static ngx_int_t ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call,
+    json_t *in, json_t **out);
+static ngx_int_t ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call,
+    json_t *cand, size_t n, json_t *choices);
+static ngx_int_t ngx_http_llm_gemini_blocked(json_t *choices);
+static ngx_int_t ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts,
+    ngx_str_t *text);
+static json_t *ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call,
+    json_t *fc);
+static json_t *ngx_http_llm_gemini_usage(ngx_http_llm_call_t *call,
+    json_t *meta);
+static const char *ngx_http_llm_gemini_finish(ngx_str_t *reason);
+static ngx_int_t ngx_http_llm_gemini_embed_response(
+    ngx_http_llm_call_t *call, json_t *in, json_t **out);
+
+static ngx_int_t ngx_http_llm_gemini_parse_stream_event(
+    ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
+static ngx_int_t ngx_http_llm_gemini_stream_candidate(
+    ngx_http_llm_call_t *call, json_t *cand, size_t n);
+static ngx_int_t ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call,
+    json_t *error);
+static json_t *ngx_http_llm_gemini_chunk(ngx_http_llm_call_t *call,
+    json_int_t index, json_t **delta);
+static ngx_int_t ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call,
+    json_int_t index, const char *finish);
+
+static void ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call,
+    ngx_uint_t status, ngx_str_t *body, ngx_http_llm_error_t *err);
+
+
+ngx_http_llm_driver_t  ngx_http_llm_gemini_driver = {
+    ngx_string("gemini"),
+    ngx_string("x-goog-api-key"),
+    ngx_null_string,
+    NULL,
+    ngx_http_llm_gemini_build_request,
+    ngx_http_llm_gemini_parse_response,
+    ngx_http_llm_gemini_parse_stream_event,
+    ngx_http_llm_gemini_map_error
+};
+
+
+static ngx_int_t
+ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call)
+{
+    u_char     *p, *last;
+    json_t     *body;
+    ngx_int_t   rc;
+    ngx_str_t   model;
+
+    model = call->model;
+
+    if (model.len > 7 && ngx_strncmp(model.data, "models/", 7) == 0) {
+        model.data += 7;
+        model.len -= 7;
+    }
+
+    /* the model name goes into the path: no "/", "?", "%" or ":" */
+
+    last = model.data + model.len;
+
+    for (p = model.data; p < last; p++) {
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z')
+            && !(*p >= '0' && *p <= '9') && *p != '-' && *p != '.'
+            && *p != '_')
+        {
+            break;
+        }
+    }
+
+    if (model.len == 0 || p != last) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (gemini): invalid model name "
+                      "\"%V\"", &call->provider->name, &call->model);
+        return NGX_DECLINED;
+    }
+
+    if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
+        return ngx_http_llm_gemini_embed_request(call, &model);
+    }
+
+    if (call->endpoint != NGX_HTTP_LLM_CHAT) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (gemini): endpoint not supported",
+                      &call->provider->name);
+        return NGX_DECLINED;
+    }
+
+    body = json_object();
+    if (body == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_gemini_contents(call, body);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_gemini_config(call, body);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_gemini_tools(call, body);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_gemini_uri(call, &model,
+                                     call->stream ? ":streamGenerateContent"
+                                                  : ":generateContent");
+    }
+
+    if (rc != NGX_OK) {
+        json_decref(body);
+        return rc;
+    }
+
+    if (call->stream) {
+        ngx_str_set(&call->args, "alt=sse");
+
+    } else {
+        ngx_str_null(&call->args);
+    }
+
+    call->body = body;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_uri(ngx_http_llm_call_t *call, ngx_str_t *model,
+    const char *method)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(call->pool, sizeof("v1beta/models/") - 1 + model->len
+                                + ngx_strlen(method));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->uri.data = p;
+    call->uri.len = ngx_sprintf(p, "v1beta/models/%V%s", model, method) - p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * System and developer messages become systemInstruction; the rest
+ * become "user" and "model" turns of parts, consecutive turns of one
+ * role merged (tool results go back as user turns).
+ */
+
+static ngx_int_t
+ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
+{
+    size_t       i;
+    json_t      *messages, *msg, *contents, *turn, *parts, *system;
+    ngx_int_t    rc;
+    ngx_str_t    role, text;
+    ngx_uint_t   turn_role, last_role;
+
+    messages = json_object_get(call->request, "messages");
+
+    if (!json_is_array(messages)) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (gemini): no messages",
+                      &call->provider->name);
+        return NGX_DECLINED;
+    }
+
+    contents = json_array();
+    if (json_object_set_new(body, "contents", contents) != 0) {
+        return NGX_ERROR;
+    }
+
+    system = NULL;
+    turn = NULL;
+    last_role = 0;
+
+    json_array_foreach(messages, i, msg) {
+
+        ngx_http_llm_json_get_str(msg, "role", &role);
+
+        if (ngx_http_llm_gemini_eq(&role, "system")
+            || ngx_http_llm_gemini_eq(&role, "developer"))
+        {
+            if (ngx_http_llm_content_text(call->pool,
+                                          json_object_get(msg, "content"),
+                                          &text)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (text.len == 0) {
+                continue;
+            }
+
+            if (system == NULL) {
+                parts = json_array();
+                system = json_object();
+
+                if (json_object_set_new(system, "parts", parts) != 0) {
+                    json_decref(system);
+                    return NGX_ERROR;
+                }
+
+                if (json_object_set_new(body, "systemInstruction", system)
+                    != 0)
+                {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (ngx_http_llm_gemini_text_part(json_object_get(system,
+                                                              "parts"),
+                                              text.data, text.len)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        parts = json_array();
+        if (parts == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_gemini_eq(&role, "user")) {
+            turn_role = NGX_HTTP_LLM_GEMINI_USER;
+            rc = ngx_http_llm_gemini_user(call, msg, parts);
+
+        } else if (ngx_http_llm_gemini_eq(&role, "assistant")) {
+            turn_role = NGX_HTTP_LLM_GEMINI_MODEL;
+            rc = ngx_http_llm_gemini_model(call, msg, parts);
+
+        } else if (ngx_http_llm_gemini_eq(&role, "tool")) {
+            turn_role = NGX_HTTP_LLM_GEMINI_USER;
+            rc = ngx_http_llm_gemini_tool_result(call, messages, i, parts);
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "llm provider \"%V\" (gemini): message "
+                          "with role \"%V\" ignored",
+                          &call->provider->name, &role);
+            json_decref(parts);
+            continue;
+        }
+
+        if (rc != NGX_OK || json_array_size(parts) == 0) {
+            json_decref(parts);
+
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        if (turn && turn_role == last_role) {
+            rc = json_array_extend(json_object_get(turn, "parts"), parts);
+            json_decref(parts);
+
+            if (rc != 0) {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        turn = json_object();
+        if (json_object_set_new(turn, "parts", parts) != 0) {
+            json_decref(turn);
+            return NGX_ERROR;
+        }
+
+        if (json_array_append_new(contents, turn) != 0
+            || json_object_set_new(turn, "role",
+                                   json_string(turn_role
+                                               == NGX_HTTP_LLM_GEMINI_USER
+                                               ? "user" : "model"))
+               != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        last_role = turn_role;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_user(ngx_http_llm_call_t *call, json_t *msg,
+    json_t *parts)
+{
+    size_t      i;
+    json_t     *content, *part;
+    ngx_str_t   type, text;
+
+    content = json_object_get(msg, "content");
+
+    if (json_is_string(content)) {
+        return ngx_http_llm_gemini_text_part(parts,
+                                       (u_char *) json_string_value(content),
+                                       json_string_length(content));
+    }
+
+    json_array_foreach(content, i, part) {
+
+        ngx_http_llm_json_get_str(part, "type", &type);
+
+        if (ngx_http_llm_gemini_eq(&type, "text")) {
+            ngx_http_llm_json_get_str(part, "text", &text);
+
+            if (ngx_http_llm_gemini_text_part(parts, text.data, text.len)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_llm_gemini_eq(&type, "image_url")) {
+
+            if (ngx_http_llm_gemini_image_part(call, part, parts) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "llm provider \"%V\" (gemini): content part "
+                          "\"%V\" ignored", &call->provider->name, &type);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_model(ngx_http_llm_call_t *call, json_t *msg,
+    json_t *parts)
+{
+    size_t      i;
+    json_t     *calls, *tc, *fn, *args, *fc, *part;
+    ngx_str_t   text, name, s;
+
+    if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
+                                  &text)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_gemini_text_part(parts, text.data, text.len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    calls = json_object_get(msg, "tool_calls");
+
+    json_array_foreach(calls, i, tc) {
+
+        fn = json_object_get(tc, "function");
+
+        ngx_http_llm_json_get_str(fn, "name", &name);
+        ngx_http_llm_json_get_str(fn, "arguments", &s);
+
+        args = NULL;
+
+        if (s.len) {
+            args = json_loadb((char *) s.data, s.len, 0, NULL);
+        }
+
+        if (!json_is_object(args)) {
+            json_decref(args);
+            args = json_object();
+        }
+
+        fc = json_object();
+        if (json_object_set_new(fc, "args", args) != 0
+            || json_object_set_new(fc, "name", ngx_http_llm_json_str(&name))
+               != 0)
+        {
+            json_decref(fc);
+            return NGX_ERROR;
+        }
+
+        part = json_object();
+        if (json_object_set_new(part, "functionCall", fc) != 0) {
+            json_decref(part);
+            return NGX_ERROR;
+        }
+
+        if (json_array_append_new(parts, part) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Gemini matches a functionResponse to its call by function name; the
+ * name is found at the assistant's tool call with the message's
+ * tool_call_id.
+ */
+
+static ngx_int_t
+ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
+    size_t n, json_t *parts)
+{
+    size_t      i, j;
+    json_t     *msg, *tc, *response, *fr, *part;
+    ngx_str_t   id, name, text, s;
+
+    msg = json_array_get(messages, n);
+
+    ngx_http_llm_json_get_str(msg, "tool_call_id", &id);
+    ngx_str_null(&name);
+
+    for (i = n; name.len == 0 && i-- > 0; /* void */) {
+
+        json_array_foreach(json_object_get(json_array_get(messages, i),
+                                           "tool_calls"),
+                           j, tc)
+        {
+            ngx_http_llm_json_get_str(tc, "id", &s);
+
+            if (s.len == id.len && ngx_strncmp(s.data, id.data, s.len) == 0)
+            {
+                ngx_http_llm_json_get_str(json_object_get(tc, "function"),
+                                          "name", &name);
+                break;
+            }
+        }
+    }
+
+    if (name.len == 0) {
+        ngx_http_llm_json_get_str(msg, "name", &name);
+    }
+
+    if (name.len == 0) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (gemini): no tool call "
+                      "\"%V\" for a tool message",
+                      &call->provider->name, &id);
+        name = id;
+    }
+
+    if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
+                                  &text)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    response = NULL;
+
+    if (text.len) {
+        response = json_loadb((char *) text.data, text.len, 0, NULL);
+    }
+
+    if (!json_is_object(response)) {
+        json_decref(response);
+
+        response = json_object();
+        if (json_object_set_new(response, "content",
+                                ngx_http_llm_json_str(&text))
+            != 0)
+        {
+            json_decref(response);
+            return NGX_ERROR;
+        }
+    }
+
+    fr = json_object();
+    if (json_object_set_new(fr, "response", response) != 0
+        || json_object_set_new(fr, "name", ngx_http_llm_json_str(&name))
+           != 0)
+    {
+        json_decref(fr);
+        return NGX_ERROR;
+    }
+
+    part = json_object();
+    if (json_object_set_new(part, "functionResponse", fr) != 0) {
+        json_decref(part);
+        return NGX_ERROR;
+    }
+
+    if (json_array_append_new(parts, part) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_text_part(json_t *parts, u_char *text, size_t len)
+{
+    json_t  *part;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    part = json_object();
+    if (json_array_append_new(parts, part) != 0
+        || json_object_set_new(part, "text", json_stringn((char *) text, len))
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
+    json_t *parts)
+{
+    u_char      *p, *comma, *semi, *last;
+    json_t      *image, *data, *out;
+    ngx_str_t    url, type, b64;
+    const char  *key;
+
+    image = json_object_get(part, "image_url");
+
+    if (json_is_string(image)) {
+        url.data = (u_char *) json_string_value(image);
+        url.len = json_string_length(image);
+
+    } else {
+        ngx_http_llm_json_get_str(image, "url", &url);
+    }
+
+    data = json_object();
+    if (data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (url.len > 5 && ngx_strncasecmp(url.data, (u_char *) "data:", 5) == 0)
+    {
+        /* data:image/png;base64,... */
+
+        p = url.data + 5;
+        last = url.data + url.len;
+
+        comma = ngx_strlchr(p, last, ',');
+        semi = ngx_strlchr(p, last, ';');
+
+        if (comma == NULL || semi == NULL || semi == p
+            || comma - p < 7
+            || ngx_strncasecmp(comma - 7, (u_char *) ";base64", 7) != 0)
+        {
+            goto ignored;
+        }
+
+        type.data = p;
+        type.len = semi - p;
+        b64.data = comma + 1;
+        b64.len = last - comma - 1;
+
+        key = "inlineData";
+
+        if (json_object_set_new(data, "mimeType",
+                                ngx_http_llm_json_str(&type))
+            != 0
+            || json_object_set_new(data, "data", ngx_http_llm_json_str(&b64))
+               != 0)
+        {
+            json_decref(data);
+            return NGX_ERROR;
+        }
+
+    } else if ((url.len > 7
+                && ngx_strncasecmp(url.data, (u_char *) "http://", 7) == 0)
+               || (url.len > 8
+                   && ngx_strncasecmp(url.data, (u_char *) "https://", 8)
+                      == 0))
+    {
+        ngx_http_llm_gemini_image_type(&url, &type);
+
+        key = "fileData";
+
+        if (json_object_set_new(data, "mimeType",
+                                ngx_http_llm_json_str(&type))
+            != 0
+            || json_object_set_new(data, "fileUri",
+                                   ngx_http_llm_json_str(&url))
+               != 0)
+        {
+            json_decref(data);
+            return NGX_ERROR;
+        }
+
+    } else {
+        goto ignored;
+    }
+
+    out = json_object();
+    if (json_object_set_new(out, key, data) != 0) {
+        json_decref(out);
+        return NGX_ERROR;
+    }
+
+    if (json_array_append_new(parts, out) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+
+ignored:
+
+    json_decref(data);
+
+    ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                  "llm provider \"%V\" (gemini): image url "
+                  "not understood, ignored", &call->provider->name);
+
+    return NGX_OK;
+}
+
+
+/* fileData needs a MIME type: guess it from the URL path's extension */
+
+static void
+ngx_http_llm_gemini_image_type(ngx_str_t *url, ngx_str_t *type)
+{
+    u_char     *p, *last, *dot;
+    ngx_str_t   ext;
+
+    last = url->data + url->len;
+
+    for (p = url->data; p < last; p++) {
+        if (*p == '?' || *p == '#') {
+            break;
+        }
+    }
+
+    last = p;
+    dot = NULL;
+
+    for (p = last; p > url->data; p--) {
+        if (p[-1] == '.') {
+            dot = p;
+            break;
+        }
+
+        if (p[-1] == '/') {
+            break;
+        }
+    }
+
+    ngx_str_set(type, "image/*");
+
+    if (dot == NULL) {
+        return;
+    }
+
+    ext.data = dot;
+    ext.len = last - dot;
+
+    if (ext.len == 3 && ngx_strncasecmp(ext.data, (u_char *) "png", 3) == 0)
+    {
+        ngx_str_set(type, "image/png");
+
+    } else if ((ext.len == 3
+                && ngx_strncasecmp(ext.data, (u_char *) "jpg", 3) == 0)
+               || (ext.len == 4
+                   && ngx_strncasecmp(ext.data, (u_char *) "jpeg", 4) == 0))
+    {
+        ngx_str_set(type, "image/jpeg");
+
+    } else if (ext.len == 3
+               && ngx_strncasecmp(ext.data, (u_char *) "gif", 3) == 0)
+    {
+        ngx_str_set(type, "image/gif");
+
+    } else if (ext.len == 4
+               && ngx_strncasecmp(ext.data, (u_char *) "webp", 4) == 0)
+    {
+        ngx_str_set(type, "image/webp");
+
+    } else if (ext.len == 4
+               && ngx_strncasecmp(ext.data, (u_char *) "heic", 4) == 0)
+    {
+        ngx_str_set(type, "image/heic");
+
+    } else if (ext.len == 4
+               && ngx_strncasecmp(ext.data, (u_char *) "heif", 4) == 0)
+    {
+        ngx_str_set(type, "image/heif");
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *body)
+{
+    size_t      i;
+    json_t     *req, *config, *v, *stop, *s;
+    ngx_str_t   type;
+
+    req = call->request;
+
+    config = json_object();
+    if (config == NULL) {
+        return NGX_ERROR;
+    }
+
+    v = json_object_get(req, "temperature");
+
+    if (json_is_number(v)
+        && json_object_set_new(config, "temperature",
+                               json_real(json_number_value(v)))
+           != 0)
+    {
+        goto failed;
+    }
+
+    v = json_object_get(req, "top_p");
+
+    if (json_is_number(v)
+        && json_object_set_new(config, "topP",
+                               json_real(json_number_value(v)))
+           != 0)
+    {
+        goto failed;
+    }
+
+    v = json_object_get(req, "max_completion_tokens");
+    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+        v = json_object_get(req, "max_tokens");
+    }
+
+    if (json_is_integer(v) && json_integer_value(v) > 0
+        && json_object_set(config, "maxOutputTokens", v) != 0)
+    {
+        goto failed;
+    }
+
+    v = json_object_get(req, "stop");
+
+    if (json_is_string(v) || json_is_array(v)) {
+        stop = json_array();
+        if (json_object_set_new(config, "stopSequences", stop) != 0) {
+            goto failed;
+        }
+
+        if (json_is_string(v)) {
+            if (json_string_length(v) && json_array_append(stop, v) != 0) {
+                goto failed;
+            }
+
+        } else {
+            json_array_foreach(v, i, s) {
+                if (json_is_string(s) && json_string_length(s)
+                    && json_array_append(stop, s) != 0)
+                {
+                    goto failed;
+                }
+            }
+        }
+
+        if (json_array_size(stop) == 0) {
+            json_object_del(config, "stopSequences");
+        }
+    }
+
+    v = json_object_get(req, "n");
+
+    if (json_is_integer(v) && json_integer_value(v) > 1
+        && json_object_set(config, "candidateCount", v) != 0)
+    {
+        goto failed;
+    }
+
+    v = json_object_get(req, "seed");
+
+    if (json_is_integer(v) && json_object_set(config, "seed", v) != 0) {
+        goto failed;
+    }
+
+    ngx_http_llm_json_get_str(json_object_get(req, "response_format"), "type",
+                              &type);
+
+    if ((ngx_http_llm_gemini_eq(&type, "json_object")
+         || ngx_http_llm_gemini_eq(&type, "json_schema"))
+        && json_object_set_new(config, "responseMimeType",
+                               json_string("application/json"))
+           != 0)
+    {
+        goto failed;
+    }
+
+    if (json_object_size(config) == 0) {
+        json_decref(config);
+        return NGX_OK;
+    }
+
+    if (json_object_set_new(body, "generationConfig", config) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    json_decref(config);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call, json_t *body)
+{
+    size_t      i;
+    json_t     *tools, *tool, *fn, *decls, *wrap, *d, *v;
+    ngx_str_t   name;
+
+    tools = json_object_get(call->request, "tools");
+
+    if (json_array_size(tools) == 0) {
+        return NGX_OK;
+    }
+
+    decls = json_array();
+    wrap = json_object();
+
+    if (json_object_set_new(wrap, "functionDeclarations", decls) != 0) {
+        json_decref(wrap);
+        return NGX_ERROR;
+    }
+
+    json_array_foreach(tools, i, tool) {
+
+        fn = json_object_get(tool, "function");
+        ngx_http_llm_json_get_str(fn, "name", &name);
+
+        if (name.len == 0) {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "llm provider \"%V\" (gemini): tool without "
+                          "function name ignored", &call->provider->name);
+            continue;
+        }
+
+        d = json_object();
+        if (json_array_append_new(decls, d) != 0
+            || json_object_set_new(d, "name", ngx_http_llm_json_str(&name))
+               != 0)
+        {
+            goto failed;
+        }
+
+        v = json_object_get(fn, "description");
+
+        if (json_is_string(v) && json_object_set(d, "description", v) != 0) {
+            goto failed;
+        }
+
+        v = json_object_get(fn, "parameters");
+
+        if (!json_is_object(v)) {
+            continue;
+        }
+
+        v = json_deep_copy(v);
+        ngx_http_llm_gemini_schema(v);
+
+        if (json_object_set_new(d, "parameters", v) != 0) {
+            goto failed;
+        }
+    }
+
+    if (json_array_size(decls) == 0) {
+        json_decref(wrap);
+        return NGX_OK;
+    }
+
+    tools = json_array();
+    if (json_array_append_new(tools, wrap) != 0) {
+        json_decref(tools);
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(body, "tools", tools) != 0) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_gemini_tool_config(call, body);
+
+failed:
+
+    json_decref(wrap);
+    return NGX_ERROR;
+}
+
+
+/* Gemini's OpenAPI schema subset rejects these JSON Schema keywords */
+
+static void
+ngx_http_llm_gemini_schema(json_t *schema)
+{
+    size_t       i;
+    json_t      *v;
+    const char  *key;
+
+    if (!json_is_object(schema)) {
+        return;
+    }
+
+    json_object_del(schema, "$schema");
+    json_object_del(schema, "additionalProperties");
+
+    json_object_foreach(json_object_get(schema, "properties"), key, v) {
+        ngx_http_llm_gemini_schema(v);
+    }
+
+    ngx_http_llm_gemini_schema(json_object_get(schema, "items"));
+
+    json_array_foreach(json_object_get(schema, "anyOf"), i, v) {
+        ngx_http_llm_gemini_schema(v);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call, json_t *body)
+{
+    json_t      *v, *tc, *fcc, *names;
+    ngx_str_t    mode, name;
+    const char  *m;
+
+    v = json_object_get(call->request, "tool_choice");
+
+    ngx_str_null(&name);
+
+    if (json_is_string(v)) {
+        mode.data = (u_char *) json_string_value(v);
+        mode.len = json_string_length(v);
+
+        if (ngx_http_llm_gemini_eq(&mode, "required")) {
+            m = "ANY";
+
+        } else if (ngx_http_llm_gemini_eq(&mode, "none")) {
+            m = "NONE";
+
+        } else {
+            m = "AUTO";
+        }
+
+    } else if (json_is_object(v)) {
+        ngx_http_llm_json_get_str(json_object_get(v, "function"), "name",
+                                  &name);
+        m = name.len ? "ANY" : "AUTO";
+
+    } else {
+        return NGX_OK;
+    }
+
+    fcc = json_object();
+    if (json_object_set_new(fcc, "mode", json_string(m)) != 0) {
+        json_decref(fcc);
+        return NGX_ERROR;
+    }
+
+    if (name.len) {
+        names = json_array();
+        if (json_object_set_new(fcc, "allowedFunctionNames", names) != 0
+            || json_array_append_new(names, ngx_http_llm_json_str(&name))
+               != 0)
+        {
+            json_decref(fcc);
+            return NGX_ERROR;
+        }
+    }
+
+    tc = json_object();
+    if (json_object_set_new(tc, "functionCallingConfig", fcc) != 0) {
+        json_decref(tc);
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(body, "toolConfig", tc) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_embed_request(ngx_http_llm_call_t *call,
+    ngx_str_t *model)
+{
+    u_char     *p;
+    size_t      i;
+    json_t     *input, *dims, *body, *requests, *req, *s;
+    ngx_str_t   name;
+
+    input = json_object_get(call->request, "input");
+    dims = json_object_get(call->request, "dimensions");
+
+    if (!json_is_integer(dims) || json_integer_value(dims) <= 0) {
+        dims = NULL;
+    }
+
+    json_array_foreach(input, i, s) {
+        if (!json_is_string(s)) {
+            break;
+        }
+    }
+
+    if (!json_is_string(input)
+        && (!json_is_array(input) || json_array_size(input) == 0
+            || i != json_array_size(input)))
+    {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (gemini): embeddings input "
+                      "must be a string or an array of strings",
+                      &call->provider->name);
+        return NGX_DECLINED;
+    }
+
+    p = ngx_pnalloc(call->pool, sizeof("models/") - 1 + model->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    name.data = p;
+    name.len = ngx_sprintf(p, "models/%V", model) - p;
+
+    if (json_is_string(input)) {
+        body = ngx_http_llm_gemini_embed_one(&name, input, dims);
+        if (body == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_gemini_uri(call, model, ":embedContent") != NGX_OK) {
+            json_decref(body);
+            return NGX_ERROR;
+        }
+
+    } else {
+        body = json_object();
+        requests = json_array();
+
+        if (json_object_set_new(body, "requests", requests) != 0) {
+            json_decref(body);
+            return NGX_ERROR;
+        }
+
+        json_array_foreach(input, i, s) {
+            req = ngx_http_llm_gemini_embed_one(&name, s, dims);
+
+            if (json_array_append_new(requests, req) != 0) {
+                json_decref(body);
+                return NGX_ERROR;
+            }
+        }
+
+        if (ngx_http_llm_gemini_uri(call, model, ":batchEmbedContents")
+            != NGX_OK)
+        {
+            json_decref(body);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_str_null(&call->args);
+    call->body = body;
+
+    return NGX_OK;
+}
+
+
+static json_t *
+ngx_http_llm_gemini_embed_one(ngx_str_t *name, json_t *text, json_t *dims)
+{
+    json_t  *req, *content, *parts, *part;
+
+    req = json_object();
+    content = json_object();
+    parts = json_array();
+    part = json_object();
+
+    if (json_object_set(part, "text", text) != 0
+        || json_array_append(parts, part) != 0
+        || json_object_set(content, "parts", parts) != 0
+        || json_object_set(req, "content", content) != 0
+        || json_object_set_new(req, "model", ngx_http_llm_json_str(name))
+           != 0
+        || (dims && json_object_set(req, "outputDimensionality", dims) != 0))
+    {
+        json_decref(part);
+        json_decref(parts);
+        json_decref(content);
+        json_decref(req);
+        return NULL;
+    }
+
+    json_decref(part);
+    json_decref(parts);
+    json_decref(content);
+
+    return req;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call, json_t *in,
+    json_t **out)
+{
+    size_t      i;
+    json_t     *candidates, *cand, *res, *choices, *meta;
+    ngx_str_t   blocked, model;
+
+    if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
+        return ngx_http_llm_gemini_embed_response(call, in, out);
+    }
+
+    candidates = json_object_get(in, "candidates");
+    ngx_http_llm_json_get_str(json_object_get(in, "promptFeedback"),
+                              "blockReason", &blocked);
+
+    if (json_array_size(candidates) == 0 && blocked.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (call->id.len == 0
+        && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_json_get_str(in, "modelVersion", &model);
+
+    if (model.len == 0) {
+        model = call->model;
+    }
+
+    res = json_object();
+    if (res == NULL) {
+        return NGX_ERROR;
+    }
+
+    choices = json_array();
+    if (json_object_set_new(res, "choices", choices) != 0) {
+        goto failed;
+    }
+
+    if (json_object_set_new(res, "id", ngx_http_llm_json_str(&call->id)) != 0
+        || json_object_set_new(res, "object", json_string("chat.completion"))
+           != 0
+        || json_object_set_new(res, "created", json_integer(call->created))
+           != 0
+        || json_object_set_new(res, "model", ngx_http_llm_json_str(&model))
+           != 0)
+    {
+        goto failed;
+    }
+
+    if (json_array_size(candidates) == 0) {
+        ngx_str_set(&call->finish_reason, "content_filter");
+
+        if (ngx_http_llm_gemini_blocked(choices) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    json_array_foreach(candidates, i, cand) {
+        if (ngx_http_llm_gemini_choice(call, cand, i, choices) != NGX_OK) {
+            goto failed;
+        }
+    }
+
+    meta = json_object_get(in, "usageMetadata");
+
+    if (json_is_object(meta)
+        && json_object_set_new(res, "usage",
+                               ngx_http_llm_gemini_usage(call, meta))
+           != 0)
+    {
+        goto failed;
+    }
+
+    *out = res;
+
+    return NGX_OK;
+
+failed:
+
+    json_decref(res);
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
+    json_t *choices)
+{
+    size_t       i;
+    json_t      *parts, *part, *fc, *choice, *message, *calls, *v;
+    ngx_str_t    text, reason;
+    const char  *finish;
+
+    choice = json_object();
+    if (json_array_append_new(choices, choice) != 0) {
+        return NGX_ERROR;
+    }
+
+    message = json_object();
+    if (json_object_set_new(choice, "message", message) != 0) {
+        return NGX_ERROR;
+    }
+
+    parts = json_object_get(json_object_get(cand, "content"), "parts");
+
+    if (ngx_http_llm_gemini_text(call->pool, parts, &text) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(message, "role", json_string("assistant")) != 0
+        || json_object_set_new(message, "content",
+                               text.len ? ngx_http_llm_json_str(&text)
+                                        : json_null())
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    calls = NULL;
+
+    json_array_foreach(parts, i, part) {
+        fc = json_object_get(part, "functionCall");
+
+        if (!json_is_object(fc)) {
+            continue;
+        }
+
+        if (calls == NULL) {
+            calls = json_array();
+            if (json_object_set_new(message, "tool_calls", calls) != 0) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (json_array_append_new(calls,
+                                  ngx_http_llm_gemini_tool_call(call, fc))
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_http_llm_json_get_str(cand, "finishReason", &reason);
+
+    finish = ngx_http_llm_gemini_finish(&reason);
+
+    if (calls && ngx_strcmp(finish, "stop") == 0) {
+        finish = "tool_calls";
+    }
+
+    if (n == 0) {
+        call->finish_reason.data = (u_char *) finish;
+        call->finish_reason.len = ngx_strlen(finish);
+    }
+
+    v = json_object_get(cand, "index");
+
+    if (json_object_set_new(choice, "index",
+                            json_is_integer(v) ? json_copy(v)
+                                               : json_integer(n))
+        != 0
+        || json_object_set_new(choice, "logprobs", json_null()) != 0
+        || json_object_set_new(choice, "finish_reason", json_string(finish))
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_blocked(json_t *choices)
+{
+    json_t  *choice, *message;
+
+    choice = json_object();
+    if (json_array_append_new(choices, choice) != 0) {
+        return NGX_ERROR;
+    }
+
+    message = json_object();
+    if (json_object_set_new(choice, "message", message) != 0
+        || json_object_set_new(message, "role", json_string("assistant")) != 0
+        || json_object_set_new(message, "content", json_null()) != 0
+        || json_object_set_new(choice, "index", json_integer(0)) != 0
+        || json_object_set_new(choice, "logprobs", json_null()) != 0
+        || json_object_set_new(choice, "finish_reason",
+                               json_string("content_filter"))
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* text parts joined; thought summaries are left out */
+
+static ngx_int_t
+ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts, ngx_str_t *text)
+{
+    u_char     *p;
+    size_t      i, len;
+    json_t     *part;
+    ngx_str_t   s;
+
+    len = 0;
+
+    json_array_foreach(parts, i, part) {
+        if (!json_is_true(json_object_get(part, "thought"))) {
+            ngx_http_llm_json_get_str(part, "text", &s);
+            len += s.len;
+        }
+    }
+
+    text->len = 0;
+
+    if (len == 0) {
+        text->data = NULL;
+        return NGX_OK;
+    }
+
+    text->data = ngx_pnalloc(pool, len);
+    if (text->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = text->data;
+
+    json_array_foreach(parts, i, part) {
+        if (!json_is_true(json_object_get(part, "thought"))) {
+            ngx_http_llm_json_get_str(part, "text", &s);
+            p = ngx_cpymem(p, s.data, s.len);
+        }
+    }
+
+    text->len = len;
+
+    return NGX_OK;
+}
+
+
+/* an OpenAI tool call of a functionCall; Gemini gives no id, make one */
+
+static json_t *
+ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call, json_t *fc)
+{
+    json_t     *tc, *fn, *args;
+    ngx_str_t   id, name, s;
+
+    ngx_http_llm_json_get_str(fc, "id", &id);
+
+    if (id.len == 0
+        && ngx_http_llm_make_id(call, "call_", &id) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    ngx_http_llm_json_get_str(fc, "name", &name);
+
+    args = json_object_get(fc, "args");
+
+    if (!json_is_object(args)) {
+        ngx_str_set(&s, "{}");
+
+    } else if (ngx_http_llm_json_dump(call->pool, args, &s) != NGX_OK) {
+        return NULL;
+    }
+
+    fn = json_object();
+    if (json_object_set_new(fn, "name", ngx_http_llm_json_str(&name)) != 0
+        || json_object_set_new(fn, "arguments", ngx_http_llm_json_str(&s))
+           != 0)
+    {
+        json_decref(fn);
+        return NULL;
+    }
+
+    tc = json_object();
+    if (json_object_set_new(tc, "function", fn) != 0
+        || json_object_set_new(tc, "id", ngx_http_llm_json_str(&id)) != 0
+        || json_object_set_new(tc, "type", json_string("function")) != 0)
+    {
+        json_decref(tc);
+        return NULL;
+    }
+
+    return tc;
+}
+
+
+/* records usage into call->usage, returns it in OpenAI shape */
+
+static json_t *
+ngx_http_llm_gemini_usage(ngx_http_llm_call_t *call, json_t *meta)
+{
+    json_t      *res, *details, *cached, *thoughts, *total;
+    json_int_t   prompt, completion;
+
+    prompt = json_integer_value(json_object_get(meta, "promptTokenCount"));
+    thoughts = json_object_get(meta, "thoughtsTokenCount");
+    completion = json_integer_value(json_object_get(meta,
+                                                    "candidatesTokenCount"))
+                 + json_integer_value(thoughts);
+    cached = json_object_get(meta, "cachedContentTokenCount");
+    total = json_object_get(meta, "totalTokenCount");
+
+    call->usage.prompt = prompt;
+    call->usage.completion = completion;
+    call->usage.cached = json_integer_value(cached);
+
+    res = json_object();
+
+    if (json_object_set_new(res, "prompt_tokens", json_integer(prompt)) != 0
+        || json_object_set_new(res, "completion_tokens",
+                               json_integer(completion))
+           != 0
+        || json_object_set_new(res, "total_tokens",
+                               json_is_integer(total)
+                               ? json_copy(total)
+                               : json_integer(prompt + completion))
+           != 0)
+    {
+        json_decref(res);
+        return NULL;
+    }
+
+    if (json_is_integer(cached)) {
+        details = json_object();
+
+        if (json_object_set_new(res, "prompt_tokens_details", details) != 0
+            || json_object_set(details, "cached_tokens", cached) != 0)
+        {
+            json_decref(res);
+            return NULL;
+        }
+    }
+
+    if (json_is_integer(thoughts)) {
+        details = json_object();
+
+        if (json_object_set_new(res, "completion_tokens_details", details)
+            != 0
+            || json_object_set(details, "reasoning_tokens", thoughts) != 0)
+        {
+            json_decref(res);
+            return NULL;
+        }
+    }
+
+    return res;
+}
+
+
+static const char *
+ngx_http_llm_gemini_finish(ngx_str_t *reason)
+{
+    if (ngx_http_llm_gemini_eq(reason, "MAX_TOKENS")) {
+        return "length";
+    }
+
+    if (ngx_http_llm_gemini_eq(reason, "SAFETY")
+        || ngx_http_llm_gemini_eq(reason, "RECITATION")
+        || ngx_http_llm_gemini_eq(reason, "BLOCKLIST")
+        || ngx_http_llm_gemini_eq(reason, "PROHIBITED_CONTENT")
+        || ngx_http_llm_gemini_eq(reason, "SPII")
+        || ngx_http_llm_gemini_eq(reason, "IMAGE_SAFETY"))
+    {
+        return "content_filter";
+    }
+
+    return "stop";
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
+    json_t **out)
+{
+    size_t   i, n;
+    json_t  *list, *values, *res, *data, *item, *usage;
+
+    values = NULL;
+    list = json_object_get(in, "embeddings");
+
+    if (list == NULL) {
+        values = json_object_get(json_object_get(in, "embedding"), "values");
+        n = json_is_array(values) ? 1 : 0;
+
+    } else {
+        n = json_array_size(list);
+    }
+
+    if (n == 0) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (list) {
+            values = json_object_get(json_array_get(list, i), "values");
+        }
+
+        if (!json_is_array(values)) {
+            return NGX_DECLINED;
+        }
+    }
+
+    res = json_object();
+    data = json_array();
+
+    if (json_object_set_new(res, "data", data) != 0) {
+        json_decref(res);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (list) {
+            values = json_object_get(json_array_get(list, i), "values");
+        }
+
+        item = json_object();
+        if (json_array_append_new(data, item) != 0
+            || json_object_set_new(item, "object", json_string("embedding"))
+               != 0
+            || json_object_set_new(item, "index", json_integer(i)) != 0
+            || json_object_set(item, "embedding", values) != 0)
+        {
+            json_decref(res);
+            return NGX_ERROR;
+        }
+    }
+
+    usage = json_object();
+    if (json_object_set_new(res, "usage", usage) != 0
+        || json_object_set_new(usage, "prompt_tokens", json_integer(0)) != 0
+        || json_object_set_new(usage, "total_tokens", json_integer(0)) != 0
+        || json_object_set_new(res, "object", json_string("list")) != 0
+        || json_object_set_new(res, "model",
+                               ngx_http_llm_json_str(&call->public_model))
+           != 0)
+    {
+        json_decref(res);
+        return NGX_ERROR;
+    }
+
+    *out = res;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Every event is a whole GenerateContentResponse with the new text; the
+ * stream has no end marker, the core ends it at the provider's EOF.
+ */
+
+static ngx_int_t
+ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
+    ngx_str_t *event, ngx_str_t *data)
+{
+    size_t                         i;
+    json_t                        *root, *candidates, *cand, *meta, *usage;
+    json_t                        *chunk, *delta;
+    ngx_int_t                      rc;
+    ngx_str_t                      blocked;
+    ngx_http_llm_gemini_stream_t  *st;
+
+    if (data->len == 0) {
+        return NGX_OK;
+    }
+
+    if (call->state == NULL) {
+        st = ngx_pcalloc(call->pool, sizeof(ngx_http_llm_gemini_stream_t));
+        if (st == NULL) {
+            return NGX_ERROR;
+        }
+
+        call->state = st;
+    }
+
+    root = json_loadb((char *) data->data, data->len, 0, NULL);
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return NGX_DECLINED;
+    }
+
+    if (json_object_get(root, "error")) {
+        rc = ngx_http_llm_gemini_stream_error(call,
+                                              json_object_get(root, "error"));
+        json_decref(root);
+        return rc;
+    }
+
+    rc = NGX_OK;
+
+    if (!call->role_sent) {
+        if (call->id.len == 0
+            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+        {
+            rc = NGX_ERROR;
+            goto done;
+        }
+
+        chunk = ngx_http_llm_chunk_new(call, &delta);
+
+        if (chunk == NULL
+            || json_object_set_new(delta, "role", json_string("assistant"))
+               != 0
+            || json_object_set_new(delta, "content", json_string("")) != 0)
+        {
+            json_decref(chunk);
+            rc = NGX_ERROR;
+            goto done;
+        }
+
+        call->role_sent = 1;
+
+        rc = ngx_http_llm_stream_emit(call, chunk);
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    candidates = json_object_get(root, "candidates");
+
+    json_array_foreach(candidates, i, cand) {
+        rc = ngx_http_llm_gemini_stream_candidate(call, cand, i);
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    ngx_http_llm_json_get_str(json_object_get(root, "promptFeedback"),
+                              "blockReason", &blocked);
+
+    if (json_array_size(candidates) == 0 && blocked.len) {
+        rc = ngx_http_llm_gemini_emit_finish(call, 0, "content_filter");
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    meta = json_object_get(root, "usageMetadata");
+
+    if (json_is_object(meta)) {
+        usage = ngx_http_llm_gemini_usage(call, meta);
+        if (usage == NULL) {
+            rc = NGX_ERROR;
+        }
+
+        json_decref(usage);
+    }
+
+done:
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_stream_candidate(ngx_http_llm_call_t *call, json_t *cand,
+    size_t n)
+{
+    size_t                         i;
+    json_t                        *parts, *part, *fc, *chunk, *delta, *calls;
+    json_t                        *tc, *v;
+    ngx_str_t                      text, reason;
+    json_int_t                     index;
+    const char                    *finish;
+    ngx_http_llm_gemini_stream_t  *st;
+
+    st = call->state;
+
+    v = json_object_get(cand, "index");
+    index = json_is_integer(v) ? json_integer_value(v) : (json_int_t) n;
+
+    parts = json_object_get(json_object_get(cand, "content"), "parts");
+
+    if (ngx_http_llm_gemini_text(call->pool, parts, &text) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (text.len) {
+        chunk = ngx_http_llm_gemini_chunk(call, index, &delta);
+        if (chunk == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (json_object_set_new(delta, "content",
+                                ngx_http_llm_json_str(&text))
+            != 0)
+        {
+            json_decref(chunk);
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_stream_emit(call, chunk) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    chunk = NULL;
+    calls = NULL;
+
+    json_array_foreach(parts, i, part) {
+        fc = json_object_get(part, "functionCall");
+
+        if (!json_is_object(fc)) {
+            continue;
+        }
+
+        if (chunk == NULL) {
+            chunk = ngx_http_llm_gemini_chunk(call, index, &delta);
+            if (chunk == NULL) {
+                return NGX_ERROR;
+            }
+
+            calls = json_array();
+            if (json_object_set_new(delta, "tool_calls", calls) != 0) {
+                json_decref(chunk);
+                return NGX_ERROR;
+            }
+        }
+
+        tc = ngx_http_llm_gemini_tool_call(call, fc);
+
+        if (json_array_append_new(calls, tc) != 0
+            || json_object_set_new(tc, "index", json_integer(st->ntools))
+               != 0)
+        {
+            json_decref(chunk);
+            return NGX_ERROR;
+        }
+
+        st->ntools++;
+        st->tool_calls = 1;
+    }
+
+    if (chunk && ngx_http_llm_stream_emit(call, chunk) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_json_get_str(cand, "finishReason", &reason);
+
+    if (reason.len == 0) {
+        return NGX_OK;
+    }
+
+    finish = ngx_http_llm_gemini_finish(&reason);
+
+    if (st->tool_calls && ngx_strcmp(finish, "stop") == 0) {
+        finish = "tool_calls";
+    }
+
+    if (n == 0) {
+        call->finish_reason.data = (u_char *) finish;
+        call->finish_reason.len = ngx_strlen(finish);
+    }
+
+    return ngx_http_llm_gemini_emit_finish(call, index, finish);
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
+{
+    json_t      *res, *e;
+    ngx_str_t    message, status;
+
+    ngx_http_llm_json_get_str(error, "message", &message);
+    ngx_http_llm_json_get_str(error, "status", &status);
+
+    if (message.len == 0) {
+        ngx_str_set(&message, "gemini stream error");
+    }
+
+    ngx_log_error(NGX_LOG_ERR, call->log, 0,
+                  "llm provider \"%V\" model \"%V\" stream error: %V: %V",
+                  &call->provider->name, &call->model, &status, &message);
+
+    res = json_object();
+    e = json_object();
+
+    if (json_object_set_new(res, "error", e) != 0
+        || json_object_set_new(e, "message", ngx_http_llm_json_str(&message))
+           != 0
+        || json_object_set_new(e, "type", json_string("api_error")) != 0
+        || json_object_set_new(e, "param", json_null()) != 0
+        || json_object_set_new(e, "code",
+                               status.len ? ngx_http_llm_json_str(&status)
+                                          : json_null())
+           != 0)
+    {
+        json_decref(res);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_stream_emit(call, res);
+}
+
+
+static json_t *
+ngx_http_llm_gemini_chunk(ngx_http_llm_call_t *call, json_int_t index,
+    json_t **delta)
+{
+    json_t  *chunk, *choice;
+
+    chunk = ngx_http_llm_chunk_new(call, delta);
+    if (chunk == NULL || index == 0) {
+        return chunk;
+    }
+
+    choice = json_array_get(json_object_get(chunk, "choices"), 0);
+
+    if (json_object_set_new(choice, "index", json_integer(index)) != 0) {
+        json_decref(chunk);
+        return NULL;
+    }
+
+    return chunk;
+}
+
+
+static ngx_int_t
+ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call, json_int_t index,
+    const char *finish)
+{
+    json_t  *chunk, *delta, *choice;
+
+    chunk = ngx_http_llm_gemini_chunk(call, index, &delta);
+    if (chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    choice = json_array_get(json_object_get(chunk, "choices"), 0);
+
+    if (json_object_set_new(choice, "finish_reason", json_string(finish))
+        != 0)
+    {
+        json_decref(chunk);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_stream_emit(call, chunk);
+}
+
+
+static void
+ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call, ngx_uint_t status,
+    ngx_str_t *body, ngx_http_llm_error_t *err)
+{
+    u_char     *p;
+    json_t     *root, *error;
+    ngx_str_t   s;
+
+    ngx_http_llm_error_defaults(status, err);
+
+    root = NULL;
+
+    if (body->len) {
+        root = json_loadb((char *) body->data, body->len, 0, NULL);
+    }
+
+    /* some Gemini endpoints wrap the error object in an array */
+
+    error = json_is_array(root) ? json_array_get(root, 0) : root;
+    error = json_object_get(error, "error");
+
+    ngx_http_llm_json_get_str(error, "status", &s);
+
+    if (s.len) {
+        p = ngx_pstrdup(call->pool, &s);
+        if (p != NULL) {
+            err->code.data = p;
+            err->code.len = s.len;
+        }
+    }
+
+    ngx_http_llm_json_get_str(error, "message", &s);
+
+    if (s.len) {
+        p = ngx_pstrdup(call->pool, &s);
+        if (p != NULL) {
+            err->message.data = p;
+            err->message.len = s.len;
+        }
+
+    } else {
+        p = ngx_pnalloc(call->pool, sizeof("gemini returned HTTP ") - 1
+                                    + NGX_INT_T_LEN);
+        if (p != NULL) {
+            err->message.data = p;
+            err->message.len = ngx_sprintf(p, "gemini returned HTTP %ui",
+                                           status)
+                               - p;
+        }
+    }
+
+    json_decref(root);
+}

@@ -1,0 +1,1014 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#include "ngx_http_llm_module.h"
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_http_llm_driver_t      *driver;
+} ngx_http_llm_format_t;
+
+
+static ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r,
+    ngx_http_llm_loc_conf_t *llcf);
+static ngx_int_t ngx_http_llm_reject(ngx_http_request_t *r,
+    ngx_uint_t status, char *code, char *message);
+
+static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_init(ngx_conf_t *cf);
+
+static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *key);
+static char *ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_http_llm_format_t  ngx_http_llm_formats[] = {
+    { ngx_string("openai"), &ngx_http_llm_openai_driver },
+    { ngx_string("azure"), &ngx_http_llm_azure_driver },
+    { ngx_string("anthropic"), &ngx_http_llm_anthropic_driver },
+    { ngx_string("gemini"), &ngx_http_llm_gemini_driver },
+    { ngx_null_string, NULL }
+};
+
+
+static ngx_conf_bitmask_t  ngx_http_llm_fallback_masks[] = {
+    { ngx_string("off"), NGX_HTTP_LLM_FB_OFF },
+    { ngx_string("error"), NGX_HTTP_LLM_FB_ERROR },
+    { ngx_string("timeout"), NGX_HTTP_LLM_FB_TIMEOUT },
+    { ngx_string("invalid_response"), NGX_HTTP_LLM_FB_INVALID },
+    { ngx_string("http_429"), NGX_HTTP_LLM_FB_429 },
+    { ngx_string("http_500"), NGX_HTTP_LLM_FB_500 },
+    { ngx_string("http_502"), NGX_HTTP_LLM_FB_502 },
+    { ngx_string("http_503"), NGX_HTTP_LLM_FB_503 },
+    { ngx_string("http_504"), NGX_HTTP_LLM_FB_504 },
+    { ngx_string("http_5xx"), NGX_HTTP_LLM_FB_5XX },
+    { ngx_string("http_401"), NGX_HTTP_LLM_FB_401 },
+    { ngx_string("http_403"), NGX_HTTP_LLM_FB_403 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_llm_commands[] = {
+
+    { ngx_string("llm_provider"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_provider,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_gateway,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_route"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_route,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fallback),
+      &ngx_http_llm_fallback_masks },
+
+    { ngx_string("llm_fallback_tries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fallback_tries),
+      NULL },
+
+    { ngx_string("llm_max_response_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_response),
+      NULL },
+
+    { ngx_string("llm_mock"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_mock,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_llm_module_ctx = {
+    ngx_http_llm_add_variables,            /* preconfiguration */
+    ngx_http_llm_init,                     /* postconfiguration */
+
+    ngx_http_llm_create_main_conf,         /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_llm_create_loc_conf,          /* create location configuration */
+    ngx_http_llm_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_llm_gateway_module = {
+    NGX_MODULE_V1,
+    &ngx_http_llm_module_ctx,              /* module context */
+    ngx_http_llm_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+#define NGX_HTTP_LLM_VAR_PROVIDER    0
+#define NGX_HTTP_LLM_VAR_MODEL       1
+#define NGX_HTTP_LLM_VAR_PROMPT      2
+#define NGX_HTTP_LLM_VAR_COMPLETION  3
+#define NGX_HTTP_LLM_VAR_TTFT        4
+#define NGX_HTTP_LLM_VAR_ATTEMPTS    5
+
+
+static ngx_http_variable_t  ngx_http_llm_vars[] = {
+
+    { ngx_string("llm_provider"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_PROVIDER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_model"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_prompt_tokens"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_PROMPT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_completion_tokens"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_COMPLETION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_ttft"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_attempts"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_ATTEMPTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_llm_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_uint_t                endpoint;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+
+#define ngx_http_llm_ends(s)                                                 \
+    (r->uri.len >= sizeof(s) - 1                                             \
+     && ngx_strncmp(r->uri.data + r->uri.len - (sizeof(s) - 1), s,           \
+                    sizeof(s) - 1) == 0)
+
+    if (ngx_http_llm_ends("/models")) {
+
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
+                                       "method_not_allowed",
+                                       "Only GET is allowed here.");
+        }
+
+        return ngx_http_llm_models(r, llcf);
+    }
+
+    if (ngx_http_llm_ends("/chat/completions")) {
+        endpoint = NGX_HTTP_LLM_CHAT;
+
+    } else if (ngx_http_llm_ends("/embeddings")) {
+        endpoint = NGX_HTTP_LLM_EMBEDDINGS;
+
+    } else {
+        return ngx_http_llm_reject(r, NGX_HTTP_NOT_FOUND, "unknown_url",
+                                   "Unknown request URL. Please check the "
+                                   "URL for typos.");
+    }
+
+#undef ngx_http_llm_ends
+
+    if (r->method != NGX_HTTP_POST) {
+        return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
+                                   "method_not_allowed",
+                                   "Only POST is allowed here.");
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->conf = llcf;
+    ctx->endpoint = endpoint;
+    ctx->start = ngx_current_msec;
+    ctx->ttft = (ngx_msec_t) -1;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_llm_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status, char *code,
+    char *message)
+{
+    ngx_int_t             rc;
+    ngx_str_t             msg;
+    ngx_table_elt_t      *h;
+    ngx_http_llm_ctx_t   *ctx;
+    ngx_http_llm_error_t  err;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
+
+    if (status == NGX_HTTP_NOT_ALLOWED) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Allow");
+
+        if (code[0] == 'm' && message[5] == 'G') {
+            ngx_str_set(&h->value, "GET, HEAD");
+
+        } else {
+            ngx_str_set(&h->value, "POST");
+        }
+    }
+
+    msg.data = (u_char *) message;
+    msg.len = ngx_strlen(message);
+
+    ngx_http_llm_error_set(&err, status, "invalid_request_error", code, NULL,
+                           &msg);
+
+    return ngx_http_llm_send_error(r, ctx, &err);
+}
+
+
+static ngx_int_t
+ngx_http_llm_models(ngx_http_request_t *r, ngx_http_llm_loc_conf_t *llcf)
+{
+    json_t                *root, *data, *m;
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_str_t              out;
+    ngx_uint_t             i;
+    ngx_chain_t            cl;
+    ngx_http_llm_ctx_t    *ctx;
+    ngx_http_llm_route_t  *route;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    root = json_object();
+    data = json_array();
+
+    if (root == NULL || data == NULL
+        || json_object_set_new(root, "object", json_string("list"))
+        || json_object_set(root, "data", data))
+    {
+        goto failed;
+    }
+
+    if (llcf->routes) {
+        route = llcf->routes->elts;
+
+        for (i = 0; i < llcf->routes->nelts; i++) {
+            m = json_pack("{s:s%,s:s,s:I,s:s}",
+                          "id", route[i].name.data, route[i].name.len,
+                          "object", "model",
+                          "created", (json_int_t) ngx_cached_time->sec,
+                          "owned_by", "llm-gateway");
+
+            if (m == NULL || json_array_append_new(data, m) != 0) {
+                goto failed;
+            }
+        }
+    }
+
+    if (ngx_http_llm_json_dump(r->pool, root, &out) != NGX_OK) {
+        goto failed;
+    }
+
+    json_decref(data);
+    json_decref(root);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->own = 1;
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = out.len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = out.data;
+    b->last = out.data + out.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cl.buf = b;
+    cl.next = NULL;
+
+    return ngx_http_output_filter(r, &cl);
+
+failed:
+
+    json_decref(data);
+    json_decref(root);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char                  *p;
+    ngx_int_t                n;
+    ngx_str_t               *s;
+    ngx_http_llm_ctx_t      *ctx;
+    ngx_http_llm_attempt_t  *a;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_gateway_module);
+
+    if (ctx == NULL || (ctx->body == NULL && ctx->nattempts == 0)) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    a = ctx->answer ? ctx->answer : ctx->cur;
+    s = NULL;
+    n = -1;
+
+    switch (data) {
+
+    case NGX_HTTP_LLM_VAR_PROVIDER:
+        s = a ? &a->target->provider->name : NULL;
+        break;
+
+    case NGX_HTTP_LLM_VAR_MODEL:
+        s = a ? &a->call.model : NULL;
+        break;
+
+    case NGX_HTTP_LLM_VAR_PROMPT:
+        n = a ? a->call.usage.prompt : -1;
+        break;
+
+    case NGX_HTTP_LLM_VAR_COMPLETION:
+        n = a ? a->call.usage.completion : -1;
+        break;
+
+    case NGX_HTTP_LLM_VAR_TTFT:
+        n = (ctx->ttft == (ngx_msec_t) -1) ? -1 : (ngx_int_t) ctx->ttft;
+        break;
+
+    default: /* NGX_HTTP_LLM_VAR_ATTEMPTS */
+        s = ctx->attempts.len ? &ctx->attempts : NULL;
+        break;
+    }
+
+    if (s == NULL && n < 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (s == NULL) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_sprintf(p, "%i", n) - p;
+        v->data = p;
+
+    } else {
+        v->len = s->len;
+        v->data = s->data;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_llm_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_init(ngx_conf_t *cf)
+{
+    return ngx_http_llm_filter_init(cf);
+}
+
+
+static void *
+ngx_http_llm_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->providers, cf->pool, 4,
+                       sizeof(ngx_http_llm_provider_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return lmcf;
+}
+
+
+static void *
+ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_loc_conf_t));
+    if (llcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     llcf->fallback = 0;
+     *     llcf->catch_all = NULL;
+     */
+
+    llcf->routes = NGX_CONF_UNSET_PTR;
+    llcf->fallback_tries = NGX_CONF_UNSET_UINT;
+    llcf->max_response = NGX_CONF_UNSET_SIZE;
+    llcf->gateway = NGX_CONF_UNSET;
+
+    return llcf;
+}
+
+
+static char *
+ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_llm_loc_conf_t *prev = parent;
+    ngx_http_llm_loc_conf_t *conf = child;
+
+    ngx_uint_t             i;
+    ngx_http_llm_route_t  *route;
+
+    ngx_conf_merge_ptr_value(conf->routes, prev->routes, NULL);
+
+    ngx_conf_merge_bitmask_value(conf->fallback, prev->fallback,
+                                 (NGX_CONF_BITMASK_SET
+                                  |NGX_HTTP_LLM_FB_ERROR
+                                  |NGX_HTTP_LLM_FB_TIMEOUT
+                                  |NGX_HTTP_LLM_FB_429
+                                  |NGX_HTTP_LLM_FB_5XX));
+
+    if (conf->fallback & NGX_HTTP_LLM_FB_OFF) {
+        conf->fallback = NGX_CONF_BITMASK_SET|NGX_HTTP_LLM_FB_OFF;
+    }
+
+    ngx_conf_merge_uint_value(conf->fallback_tries, prev->fallback_tries, 0);
+    ngx_conf_merge_size_value(conf->max_response, prev->max_response,
+                              8 * 1024 * 1024);
+    ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+
+    conf->catch_all = NULL;
+
+    if (conf->routes) {
+        route = conf->routes->elts;
+
+        for (i = 0; i < conf->routes->nelts; i++) {
+            if (route[i].name.len == 1 && route[i].name.data[0] == '*') {
+                conf->catch_all = &route[i];
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_http_llm_provider_t *
+ngx_http_llm_provider_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *name)
+{
+    ngx_uint_t                i;
+    ngx_http_llm_provider_t  *p;
+
+    p = lmcf->providers.elts;
+
+    for (i = 0; i < lmcf->providers.nelts; i++) {
+        if (p[i].name.len == name->len
+            && ngx_strncmp(p[i].name.data, name->data, name->len) == 0)
+        {
+            return &p[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static char *
+ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t                *value, s, key_file;
+    ngx_uint_t                i, j;
+    ngx_http_llm_provider_t  *p;
+
+    value = cf->args->elts;
+
+    if (ngx_http_llm_provider_find(lmcf, &value[1])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate llm_provider \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (value[1].data[i] == ':' || value[1].data[i] == '=') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid llm_provider name \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = ngx_array_push(&lmcf->providers);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(p, sizeof(ngx_http_llm_provider_t));
+    p->name = value[1];
+    ngx_str_null(&key_file);
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "format=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            for (j = 0; ngx_http_llm_formats[j].name.len; j++) {
+                if (ngx_http_llm_formats[j].name.len == s.len
+                    && ngx_strncmp(ngx_http_llm_formats[j].name.data, s.data,
+                                   s.len) == 0)
+                {
+                    p->driver = ngx_http_llm_formats[j].driver;
+                    break;
+                }
+            }
+
+            if (p->driver == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "llm_provider \"%V\": unknown format "
+                                   "\"%V\" (openai, azure, anthropic or "
+                                   "gemini)", &value[1], &s);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "pass=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (s.len == 0 || s.data[0] != '/') {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "llm_provider \"%V\": invalid pass "
+                                   "\"%V\", a location URI such as "
+                                   "/_llm/%V/ is expected",
+                                   &value[1], &s, &value[1]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (s.data[s.len - 1] == '/') {
+                p->pass = s;
+                continue;
+            }
+
+            p->pass.len = s.len + 1;
+            p->pass.data = ngx_pnalloc(cf->pool, p->pass.len);
+            if (p->pass.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memcpy(p->pass.data, s.data, s.len);
+            p->pass.data[s.len] = '/';
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key_file=", 9) == 0) {
+            key_file.data = value[i].data + 9;
+            key_file.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "api_version=", 12) == 0) {
+            p->api_version.data = value[i].data + 12;
+            p->api_version.len = value[i].len - 12;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_provider \"%V\": invalid parameter \"%V\"",
+                           &value[1], &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (p->driver == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_provider \"%V\": format= is required",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (p->pass.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_provider \"%V\": pass= is required",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (p->driver == &ngx_http_llm_azure_driver && p->api_version.len == 0) {
+        ngx_str_set(&p->api_version, "2024-10-21");
+    }
+
+    if (key_file.len) {
+        if (ngx_http_llm_read_key(cf, &key_file, &p->key) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *file, ngx_str_t *key)
+{
+    u_char           *p, *last;
+    ssize_t           n;
+    ngx_str_t         name;
+    ngx_file_t        f;
+    ngx_file_info_t   fi;
+
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.name = name;
+    f.log = cf->log;
+
+    f.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (f.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "llm_provider: cannot open key_file \"%V\"",
+                           &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 16384)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_provider: key_file \"%V\" is not a small "
+                           "regular file", &name);
+        ngx_close_file(f.fd);
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (p == NULL) {
+        ngx_close_file(f.fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_file(&f, p, ngx_file_size(&fi), 0);
+
+    ngx_close_file(f.fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    last = p + n;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    while (last > p
+           && (last[-1] == ' ' || last[-1] == '\t' || last[-1] == CR
+               || last[-1] == LF))
+    {
+        last--;
+    }
+
+    if (p == last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_provider: key_file \"%V\" is empty", &name);
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+    key->len = last - p;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_loc_conf_t *llcf = conf;
+
+    u_char                    *colon;
+    ngx_int_t                  n;
+    ngx_str_t                 *value, name;
+    ngx_uint_t                 i, j;
+    ngx_http_llm_route_t      *route;
+    ngx_http_llm_target_t     *t;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    value = cf->args->elts;
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_gateway_module);
+
+    if (llcf->routes == NGX_CONF_UNSET_PTR) {
+        llcf->routes = ngx_array_create(cf->pool, 4,
+                                        sizeof(ngx_http_llm_route_t));
+        if (llcf->routes == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    route = llcf->routes->elts;
+
+    for (i = 0; i < llcf->routes->nelts; i++) {
+        if (route[i].name.len == value[1].len
+            && ngx_strncmp(route[i].name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate llm_route \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    route = ngx_array_push(llcf->routes);
+    if (route == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    route->name = value[1];
+
+    if (ngx_array_init(&route->targets, cf->pool, cf->args->nelts - 2,
+                       sizeof(ngx_http_llm_target_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    t = NULL;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "weight=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+
+            if (t == NULL || n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            t->weight = n;
+            continue;
+        }
+
+        if (value[i].len == 6 && ngx_strncmp(value[i].data, "backup", 6) == 0)
+        {
+            if (t == NULL) {
+                goto invalid;
+            }
+
+            t->backup = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_fails=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (t == NULL || n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            t->max_fails = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "fail_timeout=", 13) == 0) {
+            name.data = value[i].data + 13;
+            name.len = value[i].len - 13;
+
+            n = ngx_parse_time(&name, 1);
+
+            if (t == NULL || n == NGX_ERROR) {
+                goto invalid;
+            }
+
+            t->fail_timeout = n;
+            continue;
+        }
+
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')) {
+            goto invalid;
+        }
+
+        t = ngx_array_push(&route->targets);
+        if (t == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(t, sizeof(ngx_http_llm_target_t));
+        t->weight = 1;
+        t->max_fails = 1;
+        t->fail_timeout = 10;
+
+        colon = ngx_strlchr(value[i].data, value[i].data + value[i].len, ':');
+
+        name.data = value[i].data;
+        name.len = colon ? (size_t) (colon - value[i].data) : value[i].len;
+
+        if (colon) {
+            t->model.data = colon + 1;
+            t->model.len = value[i].data + value[i].len - (colon + 1);
+
+            if (t->model.len == 0) {
+                goto invalid;
+            }
+        }
+
+        t->provider = ngx_http_llm_provider_find(lmcf, &name);
+
+        if (t->provider == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "llm_route \"%V\": unknown provider \"%V\" "
+                               "(llm_provider must come first)",
+                               &value[1], &name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (route->targets.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_route \"%V\": no targets", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    t = route->targets.elts;
+
+    for (j = 0; j < route->targets.nelts; j++) {
+        if (!t[j].backup) {
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "llm_route \"%V\": every target is a backup",
+                       &value[1]);
+    return NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "llm_route \"%V\": invalid parameter \"%V\"",
+                       &value[1], &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_loc_conf_t *llcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (llcf->gateway != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    llcf->gateway = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_llm_handler;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,305 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#ifndef _NGX_HTTP_LLM_MODULE_H_INCLUDED_
+#define _NGX_HTTP_LLM_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+
+
+#define NGX_HTTP_LLM_CHAT            1
+#define NGX_HTTP_LLM_EMBEDDINGS      2
+
+#define NGX_HTTP_LLM_DEFAULT_MAX_TOKENS  4096
+
+
+typedef struct ngx_http_llm_driver_s  ngx_http_llm_driver_t;
+typedef struct ngx_http_llm_call_s    ngx_http_llm_call_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_http_llm_driver_t      *driver;
+    ngx_str_t                   pass;          /* "/_llm/openai/" */
+    ngx_str_t                   key;           /* from key_file, may be empty */
+    ngx_str_t                   api_version;   /* azure */
+} ngx_http_llm_provider_t;
+
+
+typedef struct {
+    ngx_http_llm_provider_t    *provider;
+    ngx_str_t                   model;         /* empty: client's model */
+    ngx_uint_t                  weight;
+    ngx_uint_t                  max_fails;
+    time_t                      fail_timeout;
+    unsigned                    backup:1;
+} ngx_http_llm_target_t;
+
+
+typedef struct {
+    ngx_str_t                   name;          /* public name or "*" */
+    ngx_array_t                 targets;       /* ngx_http_llm_target_t */
+} ngx_http_llm_route_t;
+
+
+typedef struct {
+    ngx_int_t                   prompt;        /* -1: unknown */
+    ngx_int_t                   completion;
+    ngx_int_t                   cached;
+} ngx_http_llm_usage_t;
+
+
+typedef struct {
+    ngx_uint_t                  status;        /* HTTP status for the client */
+    ngx_str_t                   type;          /* "invalid_request_error" */
+    ngx_str_t                   code;          /* may be empty: null */
+    ngx_str_t                   param;         /* may be empty: null */
+    ngx_str_t                   message;
+} ngx_http_llm_error_t;
+
+
+/*
+ * One attempt against one target, as a driver sees it.  The driver reads
+ * the client's request (OpenAI format), fills uri, args and body, and on
+ * the way back translates the provider's answer into OpenAI format.
+ */
+
+struct ngx_http_llm_call_s {
+    ngx_http_request_t         *r;             /* the client's request */
+    ngx_pool_t                 *pool;
+    ngx_log_t                  *log;
+
+    ngx_uint_t                  endpoint;      /* NGX_HTTP_LLM_CHAT, ... */
+    json_t                     *request;       /* client body, read only */
+    ngx_http_llm_provider_t    *provider;
+    ngx_str_t                   model;         /* provider's model name */
+    ngx_str_t                   public_model;  /* model the client asked */
+
+    /* set by build_request */
+    ngx_str_t                   uri;           /* relative to pass: "v1/..." */
+    ngx_str_t                   args;          /* without "?" */
+    json_t                     *body;          /* owned by the call */
+
+    /* response side */
+    void                       *state;         /* driver's stream state */
+    ngx_str_t                   id;            /* "chatcmpl-..." */
+    time_t                      created;
+    ngx_http_llm_usage_t        usage;
+    ngx_str_t                   finish_reason;
+    ngx_str_t                   resp_model;    /* model the provider named */
+
+    ngx_chain_t                *out;           /* stream chunks to send */
+    ngx_chain_t               **last_out;
+
+    unsigned                    stream:1;      /* client asked stream */
+    unsigned                    include_usage:1;  /* client asked usage */
+    unsigned                    role_sent:1;
+};
+
+
+/*
+ * A wire format.  Every function returns NGX_OK, NGX_ERROR (out of
+ * memory), or, where said, NGX_DECLINED.
+ */
+
+struct ngx_http_llm_driver_s {
+    ngx_str_t                   name;          /* "openai" */
+
+    /* provider's auth header: "Authorization" + "Bearer ", "x-api-key" */
+    ngx_str_t                   auth_header;
+    ngx_str_t                   auth_prefix;
+
+    /* extra request headers, NULL-terminated pairs, or NULL */
+    ngx_str_t                  *extra_headers;
+
+    /*
+     * Fill call->uri, call->args and call->body from call->request.
+     * NGX_DECLINED: this format cannot serve call->endpoint; the
+     * message goes to call->log at info level.
+     */
+    ngx_int_t                 (*build_request)(ngx_http_llm_call_t *call);
+
+    /*
+     * A whole 2xx body, parsed, into an OpenAI body (*out, a new
+     * reference; NULL: the body is sent unchanged).  Records usage in
+     * call->usage.  NGX_DECLINED: the body is not what the format
+     * promises (invalid response).
+     */
+    ngx_int_t                 (*parse_response)(ngx_http_llm_call_t *call,
+                                  json_t *in, json_t **out);
+
+    /*
+     * One SSE event of a 2xx stream.  event is the "event:" field (may
+     * be empty), data the joined "data:" lines.  Translated chunks go
+     * out with ngx_http_llm_stream_emit(); usage into call->usage (the
+     * core sends the usage chunk and "data: [DONE]" itself).
+     * NGX_DECLINED: malformed event.  NGX_DONE: the provider said the
+     * stream is over.
+     */
+    ngx_int_t                 (*parse_stream_event)(ngx_http_llm_call_t *call,
+                                  ngx_str_t *event, ngx_str_t *data);
+
+    /*
+     * A non-2xx answer (body may be empty or not JSON) into an OpenAI
+     * error.  err->status is preset to the provider's status.
+     */
+    void                      (*map_error)(ngx_http_llm_call_t *call,
+                                  ngx_uint_t status, ngx_str_t *body,
+                                  ngx_http_llm_error_t *err);
+};
+
+
+extern ngx_http_llm_driver_t  ngx_http_llm_openai_driver;
+extern ngx_http_llm_driver_t  ngx_http_llm_azure_driver;
+extern ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver;
+extern ngx_http_llm_driver_t  ngx_http_llm_gemini_driver;
+
+
+/* ngx_http_llm_util.c: helpers for drivers */
+
+/* a chunk skeleton {id, object, created, model, choices:[{index:0,
+ * delta:{}, finish_reason:null}]}; *delta points into it */
+json_t *ngx_http_llm_chunk_new(ngx_http_llm_call_t *call, json_t **delta);
+/* queue "data: <json>\n\n"; steals the reference to chunk */
+ngx_int_t ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk);
+/* queue "data: <data>\n\n" as it is */
+ngx_int_t ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *data);
+/* serialize into pool memory */
+ngx_int_t ngx_http_llm_json_dump(ngx_pool_t *pool, json_t *json,
+    ngx_str_t *out);
+/* jansson string of an ngx_str_t */
+json_t *ngx_http_llm_json_str(ngx_str_t *s);
+/* borrow a string member; empty if missing or not a string */
+void ngx_http_llm_json_get_str(json_t *obj, const char *key, ngx_str_t *s);
+/* "chatcmpl-" + random hex, into call->id if empty */
+ngx_int_t ngx_http_llm_make_id(ngx_http_llm_call_t *call, const char *prefix,
+    ngx_str_t *id);
+/* text of an OpenAI message "content": string or array of text parts,
+ * joined; images ignored */
+ngx_int_t ngx_http_llm_content_text(ngx_pool_t *pool, json_t *content,
+    ngx_str_t *text);
+/* the status a provider error maps to for the client and a default
+ * OpenAI error type for it */
+void ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err);
+
+
+/* the core: configuration and per-request state */
+
+#define NGX_HTTP_LLM_FB_OFF          0x0001
+#define NGX_HTTP_LLM_FB_ERROR        0x0002
+#define NGX_HTTP_LLM_FB_TIMEOUT      0x0004
+#define NGX_HTTP_LLM_FB_INVALID      0x0008
+#define NGX_HTTP_LLM_FB_429          0x0010
+#define NGX_HTTP_LLM_FB_500          0x0020
+#define NGX_HTTP_LLM_FB_502          0x0040
+#define NGX_HTTP_LLM_FB_503          0x0080
+#define NGX_HTTP_LLM_FB_504          0x0100
+#define NGX_HTTP_LLM_FB_5XX          0x0200
+#define NGX_HTTP_LLM_FB_401          0x0400
+#define NGX_HTTP_LLM_FB_403          0x0800
+
+
+typedef struct {
+    ngx_array_t                 providers;     /* ngx_http_llm_provider_t */
+} ngx_http_llm_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                *routes;        /* ngx_http_llm_route_t */
+    ngx_http_llm_route_t       *catch_all;
+    ngx_uint_t                  fallback;
+    ngx_uint_t                  fallback_tries;
+    size_t                      max_response;
+    ngx_flag_t                  gateway;
+} ngx_http_llm_loc_conf_t;
+
+
+typedef struct ngx_http_llm_ctx_s  ngx_http_llm_ctx_t;
+
+
+typedef struct {
+    ngx_http_llm_target_t      *target;
+    ngx_http_request_t         *sr;
+    ngx_http_llm_call_t         call;
+
+    ngx_uint_t                  status;        /* provider's; 0: none */
+    ngx_int_t                   rc;            /* the subrequest's */
+    ngx_msec_t                  start;
+    ngx_msec_t                  elapsed;
+
+    u_char                     *body;          /* collected answer */
+    size_t                      body_len;
+    size_t                      body_size;
+
+    void                       *sse;           /* ngx_http_llm_sse_t */
+    ngx_uint_t                  events;        /* translated events */
+
+    unsigned                    header:1;      /* provider header seen */
+    unsigned                    finished:1;
+    unsigned                    failed:1;      /* no complete answer */
+    unsigned                    timedout:1;
+    unsigned                    streaming:1;
+    unsigned                    stream_done:1;
+    unsigned                    stream_error:1;  /* error event relayed */
+    unsigned                    too_big:1;
+} ngx_http_llm_attempt_t;
+
+
+struct ngx_http_llm_ctx_s {
+    ngx_http_request_t         *request;
+    ngx_http_llm_loc_conf_t    *conf;
+
+    json_t                     *body;
+    ngx_uint_t                  endpoint;
+    ngx_str_t                   model;
+
+    ngx_http_llm_route_t       *route;
+    ngx_http_llm_target_t     **order;         /* targets to try, in order */
+    ngx_uint_t                  norder;
+    ngx_uint_t                  next;          /* index into order */
+    ngx_uint_t                  tries;
+
+    ngx_http_llm_attempt_t     *cur;
+    ngx_http_llm_attempt_t     *answer;        /* the one that answered */
+    ngx_str_t                   attempts;      /* for $llm_attempts */
+    ngx_uint_t                  nattempts;
+    ngx_msec_t                  start;
+    ngx_msec_t                  ttft;          /* -1 unknown */
+
+    ngx_str_t                   replace;       /* error body replacing
+                                                  nginx's own page */
+    unsigned                    stream:1;
+    unsigned                    include_usage:1;
+    unsigned                    own:1;         /* our response headers */
+    unsigned                    replacing:1;
+    unsigned                    replaced:1;
+    unsigned                    done:1;
+};
+
+
+extern ngx_module_t  ngx_http_llm_gateway_module;
+
+
+/* ngx_http_llm_request.c */
+void ngx_http_llm_body_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_error_json(ngx_pool_t *pool,
+    ngx_http_llm_error_t *err, ngx_str_t *out);
+void ngx_http_llm_error_set(ngx_http_llm_error_t *err, ngx_uint_t status,
+    char *type, char *code, char *param, ngx_str_t *message);
+
+/* ngx_http_llm_mock.c */
+char *ngx_http_llm_mock(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+
+#endif /* _NGX_HTTP_LLM_MODULE_H_INCLUDED_ */

@@ -1,0 +1,50 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#ifndef _NGX_HTTP_LLM_SSE_H_INCLUDED_
+#define _NGX_HTTP_LLM_SSE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+typedef ngx_int_t (*ngx_http_llm_sse_handler_pt)(void *data,
+    ngx_str_t *event, ngx_str_t *payload);
+
+
+/* an incremental text/event-stream parser: fields may be split anywhere */
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    ngx_http_llm_sse_handler_pt  handler;
+    void                        *data;
+
+    u_char                      *line;         /* current line */
+    size_t                       line_len;
+    size_t                       line_size;
+
+    u_char                      *payload;      /* joined data: lines */
+    size_t                       payload_len;
+    size_t                       payload_size;
+
+    u_char                       event[64];
+    size_t                       event_len;
+
+    unsigned                     skip_lf:1;
+    unsigned                     has_data:1;
+    unsigned                     stopped:1;
+} ngx_http_llm_sse_t;
+
+
+void ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, ngx_pool_t *pool,
+    ngx_http_llm_sse_handler_pt handler, void *data);
+/* NGX_OK, NGX_DONE (the handler said the stream is over), NGX_ERROR */
+ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
+    u_char *last);
+
+
+#endif /* _NGX_HTTP_LLM_SSE_H_INCLUDED_ */

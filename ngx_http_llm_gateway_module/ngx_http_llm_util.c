@@ -1,0 +1,339 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#include "ngx_http_llm_module.h"
+
+
+typedef struct {
+    ngx_pool_t  *pool;
+    u_char      *start;
+    u_char      *pos;
+    u_char      *end;
+} ngx_http_llm_dump_t;
+
+
+static int ngx_http_llm_dump_cb(const char *buffer, size_t size, void *data);
+
+
+static int
+ngx_http_llm_dump_cb(const char *buffer, size_t size, void *data)
+{
+    ngx_http_llm_dump_t  *d = data;
+
+    size_t   len, need;
+    u_char  *p;
+
+    if ((size_t) (d->end - d->pos) < size) {
+        len = d->pos - d->start;
+        need = ngx_max(2 * (size_t) (d->end - d->start), len + size);
+
+        p = ngx_pnalloc(d->pool, need);
+        if (p == NULL) {
+            return -1;
+        }
+
+        p = ngx_cpymem(p, d->start, len);
+
+        if (d->start) {
+            ngx_pfree(d->pool, d->start);
+        }
+
+        d->start = p - len;
+        d->pos = p;
+        d->end = d->start + need;
+    }
+
+    d->pos = ngx_cpymem(d->pos, buffer, size);
+
+    return 0;
+}
+
+
+ngx_int_t
+ngx_http_llm_json_dump(ngx_pool_t *pool, json_t *json, ngx_str_t *out)
+{
+    ngx_http_llm_dump_t  d;
+
+    d.pool = pool;
+    d.start = ngx_pnalloc(pool, 1024);
+    if (d.start == NULL) {
+        return NGX_ERROR;
+    }
+
+    d.pos = d.start;
+    d.end = d.start + 1024;
+
+    if (json_dump_callback(json, ngx_http_llm_dump_cb, &d,
+                           JSON_COMPACT | JSON_REAL_PRECISION(10))
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    out->data = d.start;
+    out->len = d.pos - d.start;
+
+    return NGX_OK;
+}
+
+
+json_t *
+ngx_http_llm_json_str(ngx_str_t *s)
+{
+    return json_stringn((const char *) s->data, s->len);
+}
+
+
+void
+ngx_http_llm_json_get_str(json_t *obj, const char *key, ngx_str_t *s)
+{
+    json_t  *v;
+
+    v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+
+    if (json_is_string(v)) {
+        s->data = (u_char *) json_string_value(v);
+        s->len = json_string_length(v);
+        return;
+    }
+
+    ngx_str_null(s);
+}
+
+
+ngx_int_t
+ngx_http_llm_make_id(ngx_http_llm_call_t *call, const char *prefix,
+    ngx_str_t *id)
+{
+    size_t       len;
+    u_char      *p;
+    ngx_uint_t   i;
+
+    len = ngx_strlen(prefix);
+
+    p = ngx_pnalloc(call->pool, len + 24);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    id->data = p;
+    p = ngx_cpymem(p, prefix, len);
+
+    for (i = 0; i < 3; i++) {
+        p = ngx_sprintf(p, "%08xD", (uint32_t) ngx_random());
+    }
+
+    id->len = p - id->data;
+
+    return NGX_OK;
+}
+
+
+json_t *
+ngx_http_llm_chunk_new(ngx_http_llm_call_t *call, json_t **delta)
+{
+    json_t     *chunk, *choice, *choices, *d;
+    ngx_str_t  *model;
+
+    model = call->resp_model.len ? &call->resp_model : &call->model;
+
+    chunk = json_object();
+    choices = json_array();
+    choice = json_object();
+    d = json_object();
+
+    if (chunk == NULL || choices == NULL || choice == NULL || d == NULL) {
+        goto failed;
+    }
+
+    if (json_object_set_new(chunk, "id", ngx_http_llm_json_str(&call->id))
+        || json_object_set_new(chunk, "object",
+                               json_string("chat.completion.chunk"))
+        || json_object_set_new(chunk, "created",
+                               json_integer(call->created))
+        || json_object_set_new(chunk, "model", ngx_http_llm_json_str(model))
+        || json_object_set_new(choice, "index", json_integer(0))
+        || json_object_set(choice, "delta", d)
+        || json_object_set_new(choice, "finish_reason", json_null())
+        || json_array_append(choices, choice)
+        || json_object_set(chunk, "choices", choices))
+    {
+        goto failed;
+    }
+
+    json_decref(choices);
+    json_decref(choice);
+    json_decref(d);
+
+    *delta = d;
+
+    return chunk;
+
+failed:
+
+    json_decref(chunk);
+    json_decref(choices);
+    json_decref(choice);
+    json_decref(d);
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_create_temp_buf(call->pool, data->len + sizeof("data: \n\n") - 1);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "data: ", sizeof("data: ") - 1);
+    b->last = ngx_cpymem(b->last, data->data, data->len);
+    *b->last++ = '\n';
+    *b->last++ = '\n';
+
+    cl = ngx_alloc_chain_link(call->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *call->last_out = cl;
+    call->last_out = &cl->next;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
+{
+    ngx_int_t  rc;
+    ngx_str_t  s;
+
+    if (chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_json_dump(call->pool, chunk, &s);
+
+    json_decref(chunk);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_stream_emit_raw(call, &s);
+}
+
+
+ngx_int_t
+ngx_http_llm_content_text(ngx_pool_t *pool, json_t *content, ngx_str_t *text)
+{
+    size_t       len;
+    u_char      *p;
+    json_t      *part, *t;
+    ngx_uint_t   i, n;
+
+    ngx_str_null(text);
+
+    if (json_is_string(content)) {
+        text->data = (u_char *) json_string_value(content);
+        text->len = json_string_length(content);
+        return NGX_OK;
+    }
+
+    if (!json_is_array(content)) {
+        return NGX_OK;
+    }
+
+    len = 0;
+    n = 0;
+
+    json_array_foreach(content, i, part) {
+        t = json_object_get(part, "text");
+        if (json_is_string(t)) {
+            len += json_string_length(t);
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    text->data = p;
+
+    json_array_foreach(content, i, part) {
+        t = json_object_get(part, "text");
+        if (json_is_string(t)) {
+            p = ngx_cpymem(p, json_string_value(t), json_string_length(t));
+        }
+    }
+
+    *p = '\0';
+    text->len = len;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err)
+{
+    err->status = status;
+    ngx_str_null(&err->param);
+    ngx_str_null(&err->code);
+
+    switch (status) {
+
+    case NGX_HTTP_BAD_REQUEST:
+    case NGX_HTTP_NOT_FOUND:
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        ngx_str_set(&err->type, "invalid_request_error");
+        break;
+
+    case NGX_HTTP_UNAUTHORIZED:
+        ngx_str_set(&err->type, "authentication_error");
+        ngx_str_set(&err->code, "invalid_api_key");
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        ngx_str_set(&err->type, "permission_error");
+        break;
+
+    case 429:
+        ngx_str_set(&err->type, "rate_limit_error");
+        ngx_str_set(&err->code, "rate_limit_exceeded");
+        break;
+
+    case 529:
+        err->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ngx_str_set(&err->type, "overloaded_error");
+        break;
+
+    default:
+        if (status >= 500) {
+            ngx_str_set(&err->type, "api_error");
+
+        } else {
+            ngx_str_set(&err->type, "invalid_request_error");
+        }
+    }
+
+    ngx_str_null(&err->message);
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/perl
+
+# An openai-format provider: chat (plain and streamed), embeddings,
+# models, the provider's key and headers, big request bodies, variables
+# in access_log, the key kept out of the logs.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use LLMGW;
+
+my $t = LLMGW->new;
+my $mock = $t->run_mock;
+my $KEY = 'sk-openai-test-KEY-0123456789';
+
+$t->write_file('openai.key', "$KEY\n");
+$t->write_conf(<<'EOF' . proxy_location('openai') . "    }\n}\n");
+http {
+    llm_provider openai format=openai pass=/_llm/openai/
+                 key_file=%%TESTDIR%%/openai.key;
+
+    log_format llm 'LLM status=$status provider=$llm_provider '
+                   'model=$llm_model prompt=$llm_prompt_tokens '
+                   'completion=$llm_completion_tokens ttft=$llm_ttft '
+                   'attempts=$llm_attempts auth="$http_authorization"';
+
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+        client_body_buffer_size 1k;
+        client_max_body_size 1m;
+
+        location /v1/ {
+            llm_gateway;
+            llm_route  gpt-4o  openai:gpt-4o-2024-08-06;
+            llm_route  text-embedding-3-small  openai;
+            access_log %%TESTDIR%%/llm.log llm;
+        }
+EOF
+$t->run;
+
+my $p = $t->port(0);
+my %client = (
+    'Authorization' => 'Bearer sk-client-secret',
+    'Cookie'        => 'session=client-cookie',
+);
+my $T = JSON::PP::true;
+
+sub chat {
+    my ($body, %h) = @_;
+    return http($t, $p, 'POST', '/v1/chat/completions', { %client, %h },
+        $body);
+}
+
+###############################################################################
+# non-stream chat
+
+my $r = chat({ model => 'gpt-4o', temperature => 0.2,
+    messages => [{ role => 'system', content => 'Be brief.' },
+                 { role => 'user', content => 'hello gateway' }] });
+
+is($r->{status}, 200, 'chat status');
+like($r->{headers}{'content-type'}, qr{^application/json}, 'chat type');
+is($r->{json}{object}, 'chat.completion', 'chat object');
+is($r->{json}{choices}[0]{message}{role}, 'assistant', 'chat role');
+is($r->{json}{choices}[0]{message}{content}, 'echo: hello gateway',
+    'chat content');
+is($r->{json}{choices}[0]{finish_reason}, 'stop', 'chat finish_reason');
+is($r->{json}{usage}{total_tokens}, $r->{json}{usage}{prompt_tokens}
+    + $r->{json}{usage}{completion_tokens}, 'chat usage');
+is($r->{headers}{'x-llm-provider'}, 'openai', 'x-llm-provider');
+is($r->{headers}{'x-llm-model'}, 'gpt-4o-2024-08-06', 'x-llm-model');
+is($r->{headers}{'x-llm-attempts'}, '1', 'x-llm-attempts');
+
+my $q = mock_last($t);
+is($q->{method}, 'POST', 'provider: POST');
+is($q->{path}, '/v1/chat/completions', 'provider: path');
+is($q->{json}{model}, 'gpt-4o-2024-08-06', 'provider: mapped model');
+is($q->{headers}{authorization}, "Bearer $KEY", 'provider: our key');
+ok(!exists $q->{headers}{cookie}, 'provider: no client Cookie');
+unlike(join(' ', values %{ $q->{headers} }), qr/sk-client-secret/,
+    'provider: no client Authorization anywhere');
+like($q->{headers}{'content-type'} // '', qr{^application/json},
+    'provider: content-type');
+is($q->{json}{temperature}, 0.2, 'provider: temperature passed');
+is($q->{json}{messages}[0]{content}, 'Be brief.', 'provider: messages');
+
+###############################################################################
+# stream without usage
+
+$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
+    { model => 'gpt-4o', stream => $T,
+      messages => [{ role => 'user', content => 'stream me' }] });
+
+is($r->{status}, 200, 'stream status');
+like($r->{headers}{'content-type'}, qr{^text/event-stream},
+    'stream content-type');
+is($r->{headers}{'x-llm-provider'}, 'openai', 'stream x-llm-provider');
+is($r->{text}, 'echo: stream me', 'stream text');
+ok($r->{done}, 'stream ends with data: [DONE]');
+ok($r->{clean}, 'stream: clean chunked end');
+is(scalar(grep { $_ eq '[DONE]' } @{ $r->{data} }), 1, 'one [DONE]');
+is($r->{chunks}[0]{choices}[0]{delta}{role}, 'assistant',
+    'stream: first delta has the role');
+ok(!(grep { !@{ $_->{choices} // [] } } @{ $r->{chunks} }),
+    'stream: no usage chunk unless asked');
+ok(!(grep { ref $_->{usage} } @{ $r->{chunks} }),
+    'stream: no usage numbers unless asked');
+ok((grep { ($_->{choices}[0]{finish_reason} // '') eq 'stop' }
+    @{ $r->{chunks} }), 'stream: finish_reason stop');
+ok(!(grep { ($_->{object} // '') ne 'chat.completion.chunk' }
+    @{ $r->{chunks} }), 'stream: every chunk is a chat.completion.chunk');
+
+###############################################################################
+# stream with include_usage
+
+$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
+    { model => 'gpt-4o', stream => $T,
+      stream_options => { include_usage => $T },
+      messages => [{ role => 'user', content => 'count tokens' }] });
+
+is($r->{text}, 'echo: count tokens', 'usage stream text');
+my @u = grep { ref $_->{usage} } @{ $r->{chunks} };
+is(scalar @u, 1, 'usage stream: one usage chunk');
+is_deeply($u[0]{choices}, [], 'usage chunk: choices []') if @u;
+ok(@u && $u[0]{usage}{prompt_tokens} > 0
+    && $u[0]{usage}{completion_tokens} == 3, 'usage chunk: numbers')
+    or diag(json_encode(\@u));
+is(ref $r->{chunks}[-1]{usage}, 'HASH', 'usage chunk is the last one');
+ok($r->{done} && $r->{clean}, 'usage stream: [DONE], clean end');
+
+###############################################################################
+# embeddings
+
+$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
+    { model => 'text-embedding-3-small', input => ['one', 'two words'] });
+is($r->{status}, 200, 'embeddings status');
+is($r->{json}{object}, 'list', 'embeddings object');
+is(scalar @{ $r->{json}{data} // [] }, 2, 'embeddings: two vectors');
+is(scalar @{ $r->{json}{data}[1]{embedding} // [] }, 16,
+    'embeddings: vector');
+is($r->{json}{data}[1]{index}, 1, 'embeddings: index');
+ok($r->{json}{usage}{prompt_tokens} > 0, 'embeddings: usage');
+$q = mock_last($t);
+is($q->{path}, '/v1/embeddings', 'embeddings: provider path');
+is($q->{json}{model}, 'text-embedding-3-small', 'embeddings: model kept');
+is_deeply($q->{json}{input}, ['one', 'two words'], 'embeddings: input');
+is($q->{headers}{authorization}, "Bearer $KEY", 'embeddings: our key');
+
+$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
+    { model => 'text-embedding-3-small', input => 'x',
+      encoding_format => 'base64' });
+ok(defined $r->{json}{data}[0]{embedding}
+    && !ref $r->{json}{data}[0]{embedding},
+    'embeddings: base64 passed through');
+
+###############################################################################
+# models
+
+$r = http($t, $p, 'GET', '/v1/models', \%client);
+is($r->{status}, 200, 'models status');
+is($r->{json}{object}, 'list', 'models object');
+my @ids = sort map { $_->{id} } @{ $r->{json}{data} // [] };
+is_deeply(\@ids, ['gpt-4o', 'text-embedding-3-small'], 'models: routes');
+is($r->{json}{data}[0]{object}, 'model', 'models: object model');
+is($r->{json}{data}[0]{owned_by}, 'llm-gateway', 'models: owned_by');
+
+###############################################################################
+# a body larger than client_body_buffer_size (buffered to a temp file)
+
+my $big = 'word ' x 20000;    # 100 KB
+$big =~ s/ $//;
+$r = chat({ model => 'gpt-4o',
+    messages => [{ role => 'user', content => $big }] });
+is($r->{status}, 200, 'big body status');
+is($r->{json}{choices}[0]{message}{content}, "echo: $big",
+    'big body echoed whole');
+$q = mock_last($t);
+is(length($q->{json}{messages}[0]{content} // ''), length $big,
+    'big body reached the provider');
+like($t->error_log, qr/client request body is buffered to a temporary file/,
+    'the body went through a temp file');
+
+# streamed too
+$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
+    { model => 'gpt-4o', stream => $T,
+      messages => [{ role => 'user', content => $big }] });
+is($r->{text}, "echo: $big", 'big body stream');
+
+###############################################################################
+# variables in access_log
+
+my $log = $t->wait_for_file('llm.log', qr/(?:LLM.*\n){8}/);
+my @lines = grep { /model=gpt-4o-2024-08-06/ } split /\n/, $log // '';
+ok(@lines >= 4, 'access_log lines with $llm_model') or diag($log);
+my ($l) = grep { /status=200/ } @lines;
+like($l // '', qr/provider=openai /, '$llm_provider');
+like($l // '', qr/prompt=[1-9]\d* completion=[1-9]\d* /,
+    '$llm_prompt_tokens $llm_completion_tokens');
+like($l // '', qr/ttft=\d+ /, '$llm_ttft');
+like($l // '', qr/attempts=1 /, '$llm_attempts');
+
+# streamed usage is known too (the gateway asks, even if the client did not)
+my ($ls) = grep { /prompt=\S+ completion=\S+/ } @lines;
+like($log // '', qr/model=gpt-4o-2024-08-06 prompt=[1-9]\d* completion=3 /,
+    'stream usage in the log');
+
+###############################################################################
+# the key stays out of the logs
+
+for my $f (qw(error.log access.log llm.log)) {
+    unlike($t->read_file($f) // '', qr/\Q$KEY\E/, "key not in $f");
+}
+
+# and the gateway does not need the client's key at all
+$r = http($t, $p, 'POST', '/v1/chat/completions', {},
+    { model => 'gpt-4o', messages => [{ role => 'user', content => 'anon' }] });
+is($r->{status}, 200, 'no client Authorization needed');
+
+$t->done;
