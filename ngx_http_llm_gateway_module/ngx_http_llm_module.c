@@ -336,6 +336,10 @@ ngx_http_llm_models(ngx_http_request_t *r, ngx_http_llm_loc_conf_t *llcf)
         route = llcf->routes->elts;
 
         for (i = 0; i < llcf->routes->nelts; i++) {
+            if (&route[i] == llcf->catch_all) {
+                continue;
+            }
+
             m = json_pack("{s:s%,s:s,s:I,s:s}",
                           "id", route[i].name.data, route[i].name.len,
                           "object", "model",

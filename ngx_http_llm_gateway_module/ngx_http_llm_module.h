@@ -193,18 +193,18 @@ void ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err);
 
 /* the core: configuration and per-request state */
 
-#define NGX_HTTP_LLM_FB_OFF          0x0001
-#define NGX_HTTP_LLM_FB_ERROR        0x0002
-#define NGX_HTTP_LLM_FB_TIMEOUT      0x0004
-#define NGX_HTTP_LLM_FB_INVALID      0x0008
-#define NGX_HTTP_LLM_FB_429          0x0010
-#define NGX_HTTP_LLM_FB_500          0x0020
-#define NGX_HTTP_LLM_FB_502          0x0040
-#define NGX_HTTP_LLM_FB_503          0x0080
-#define NGX_HTTP_LLM_FB_504          0x0100
-#define NGX_HTTP_LLM_FB_5XX          0x0200
-#define NGX_HTTP_LLM_FB_401          0x0400
-#define NGX_HTTP_LLM_FB_403          0x0800
+#define NGX_HTTP_LLM_FB_OFF       0x0002
+#define NGX_HTTP_LLM_FB_ERROR     0x0004
+#define NGX_HTTP_LLM_FB_TIMEOUT   0x0008
+#define NGX_HTTP_LLM_FB_INVALID   0x0010
+#define NGX_HTTP_LLM_FB_429       0x0020
+#define NGX_HTTP_LLM_FB_500       0x0040
+#define NGX_HTTP_LLM_FB_502       0x0080
+#define NGX_HTTP_LLM_FB_503       0x0100
+#define NGX_HTTP_LLM_FB_504       0x0200
+#define NGX_HTTP_LLM_FB_5XX       0x0400
+#define NGX_HTTP_LLM_FB_401       0x0800
+#define NGX_HTTP_LLM_FB_403       0x1000
 
 
 typedef struct {

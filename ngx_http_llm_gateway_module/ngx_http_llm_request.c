@@ -929,10 +929,16 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "llm: provider \"%V\" model \"%V\" failed: %s%ui in %Mms",
-                  pname, model, what ? what : "HTTP ",
-                  what ? (ngx_uint_t) 0 : a->status, a->elapsed);
+    if (what) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm: provider \"%V\" model \"%V\" failed: %s "
+                      "after %Mms", pname, model, what, a->elapsed);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm: provider \"%V\" model \"%V\" failed: HTTP %ui "
+                      "after %Mms", pname, model, a->status, a->elapsed);
+    }
 
     fallback = ctx->conf->fallback;
 
@@ -1083,7 +1089,10 @@ ngx_http_llm_send_answer(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
-    r->headers_out.status = NGX_HTTP_OK;
+    if (r->headers_out.status == 0) {
+        r->headers_out.status = NGX_HTTP_OK;
+    }
+
     r->headers_out.content_length_n = body->len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
