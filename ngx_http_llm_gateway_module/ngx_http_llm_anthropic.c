@@ -622,20 +622,24 @@ ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *body)
 
     if (json_is_number(v)) {
         temp = json_number_value(v);
-        temp = (temp < 0.0) ? 0.0 : (temp > 1.0 ? 1.0 : temp);
 
-        if (json_object_set_new(body, "temperature", json_real(temp)) != 0) {
+        /* Anthropic's range is 0..1, OpenAI's 0..2 */
+
+        if (temp < 0.0 || temp > 1.0) {
+            v = json_real(temp < 0.0 ? 0.0 : 1.0);
+
+        } else {
+            json_incref(v);
+        }
+
+        if (json_object_set_new(body, "temperature", v) != 0) {
             return NGX_ERROR;
         }
     }
 
     v = json_object_get(req, "top_p");
 
-    if (json_is_number(v)
-        && json_object_set_new(body, "top_p",
-                               json_real(json_number_value(v)))
-           != 0)
-    {
+    if (json_is_number(v) && json_object_set(body, "top_p", v) != 0) {
         return NGX_ERROR;
     }
 

@@ -771,21 +771,13 @@ ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *body)
 
     v = json_object_get(req, "temperature");
 
-    if (json_is_number(v)
-        && json_object_set_new(config, "temperature",
-                               json_real(json_number_value(v)))
-           != 0)
-    {
+    if (json_is_number(v) && json_object_set(config, "temperature", v) != 0) {
         goto failed;
     }
 
     v = json_object_get(req, "top_p");
 
-    if (json_is_number(v)
-        && json_object_set_new(config, "topP",
-                               json_real(json_number_value(v)))
-           != 0)
-    {
+    if (json_is_number(v) && json_object_set(config, "topP", v) != 0) {
         goto failed;
     }
 

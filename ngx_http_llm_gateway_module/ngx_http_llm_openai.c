@@ -267,6 +267,21 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
         return NGX_OK;
     }
 
+    if (call->finish_reason.len == 0) {
+        ngx_http_llm_json_get_str(json_array_get(choices, 0),
+                                  "finish_reason", &s);
+
+        if (s.len) {
+            call->finish_reason.data = ngx_pstrdup(call->pool, &s);
+            if (call->finish_reason.data == NULL) {
+                json_decref(chunk);
+                return NGX_ERROR;
+            }
+
+            call->finish_reason.len = s.len;
+        }
+    }
+
     if (json_is_object(v)) {
         /* usage riding on a content chunk: keep it from the client */
         json_object_del(chunk, "usage");

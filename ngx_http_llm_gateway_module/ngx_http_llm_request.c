@@ -677,6 +677,7 @@ ngx_http_llm_post_subrequest(ngx_http_request_t *sr, void *data,
 {
     ngx_http_llm_ctx_t *ctx = data;
 
+    ngx_http_upstream_t     *u;
     ngx_http_llm_attempt_t  *a;
 
     a = ctx->cur;
@@ -711,6 +712,19 @@ ngx_http_llm_post_subrequest(ngx_http_request_t *sr, void *data,
         }
 
         return NGX_OK;
+    }
+
+    /*
+     * With the provider's header already passed, nginx ends a broken
+     * answer like a complete one; what is left to read tells them apart.
+     */
+
+    u = sr->upstream;
+
+    if (u && a->header
+        && ((u->buffering && u->pipe) ? u->pipe->length > 0 : u->length > 0))
+    {
+        a->failed = 1;
     }
 
     return rc;
@@ -810,7 +824,9 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             return NGX_ERROR;
         }
 
-        if (a->failed && !a->stream_done) {
+        if (!a->stream_done
+            && (a->failed || a->call.finish_reason.len == 0))
+        {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "llm: provider \"%V\" model \"%V\" broke off the "
                           "stream after %Mms", pname, model, a->elapsed);
@@ -1136,7 +1152,7 @@ ngx_http_llm_stream_tail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     call->out = NULL;
     call->last_out = &call->out;
 
-    if (a->failed && !a->stream_done) {
+    if (!a->stream_done && (a->failed || call->finish_reason.len == 0)) {
         ngx_http_llm_error_set(&err, NGX_HTTP_BAD_GATEWAY, "api_error",
                                "provider_error", NULL, NULL);
         ngx_str_set(&err.message, "The provider closed the stream before "
