@@ -52,5 +52,7 @@ then
 fi
 
 make -f objs/Makefile modules
-cp objs/ngx_http_llm_gateway_module.so "$build/"
+# a new inode: a running nginx keeps its mapping of the old file
+cp objs/ngx_http_llm_gateway_module.so "$build/.module.so.tmp"
+mv -f "$build/.module.so.tmp" "$build/ngx_http_llm_gateway_module.so"
 echo "built $build/ngx_http_llm_gateway_module.so"

@@ -887,7 +887,6 @@ ngx_http_llm_mock_gemini_generate(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
     size_t       i, n, chars;
     json_t      *contents, *msg, *parts, *part, *tools, *tool, *decls;
     ngx_str_t    alt, fragment;
-    ngx_uint_t   called;
 
     contents = json_object_get(req, "contents");
 
@@ -932,17 +931,13 @@ ngx_http_llm_mock_gemini_generate(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
         }
     }
 
-    called = 0;
+    /* a function response last: answer it with text */
 
     json_array_foreach(json_object_get(msg, "parts"), i, part) {
         if (json_object_get(part, "functionResponse")) {
-            called = 1;
+            ngx_str_null(&ctx->tool);
             break;
         }
-    }
-
-    if (called) {
-        ngx_str_null(&ctx->tool);
     }
 
     ngx_http_llm_mock_answer(ctx, parts, chars);
