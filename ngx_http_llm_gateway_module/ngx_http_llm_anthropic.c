@@ -28,6 +28,7 @@ typedef struct {
 } ngx_http_llm_anthropic_stream_t;
 
 
+static json_t *ngx_http_llm_anthropic_str(ngx_str_t *s);
 static ngx_int_t ngx_http_llm_anthropic_build_request(
     ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call,
@@ -118,7 +119,8 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
         return NGX_ERROR;
     }
 
-    if (json_object_set_new(body, "model", ngx_http_llm_json_str(&call->model))
+    if (json_object_set_new(body, "model",
+                            ngx_http_llm_anthropic_str(&call->model))
         != 0)
     {
         json_decref(body);
@@ -268,7 +270,7 @@ ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
 
     if (system.len
         && json_object_set_new(body, "system",
-                               ngx_http_llm_json_str(&system))
+                               ngx_http_llm_anthropic_str(&system))
            != 0)
     {
         return NGX_ERROR;
@@ -416,10 +418,10 @@ ngx_http_llm_anthropic_assistant(ngx_http_llm_call_t *call, json_t *msg,
         }
 
         if (json_object_set_new(block, "type", json_string("tool_use")) != 0
-            || json_object_set_new(block, "id", ngx_http_llm_json_str(&id))
+            || json_object_set_new(block, "id", ngx_http_llm_anthropic_str(&id))
                != 0
             || json_object_set_new(block, "name",
-                                   ngx_http_llm_json_str(&name))
+                                   ngx_http_llm_anthropic_str(&name))
                != 0)
         {
             return NGX_ERROR;
@@ -450,14 +452,15 @@ ngx_http_llm_anthropic_tool_result(ngx_http_llm_call_t *call, json_t *msg,
     if (json_array_append_new(blocks, block) != 0
         || json_object_set_new(block, "type", json_string("tool_result")) != 0
         || json_object_set_new(block, "tool_use_id",
-                               ngx_http_llm_json_str(&id))
+                               ngx_http_llm_anthropic_str(&id))
            != 0)
     {
         return NGX_ERROR;
     }
 
     if (text.len
-        && json_object_set_new(block, "content", ngx_http_llm_json_str(&text))
+        && json_object_set_new(block, "content",
+                               ngx_http_llm_anthropic_str(&text))
            != 0)
     {
         return NGX_ERROR;
@@ -539,10 +542,10 @@ ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call, json_t *part,
 
         if (json_object_set_new(source, "type", json_string("base64")) != 0
             || json_object_set_new(source, "media_type",
-                                   ngx_http_llm_json_str(&type))
+                                   ngx_http_llm_anthropic_str(&type))
                != 0
             || json_object_set_new(source, "data",
-                                   ngx_http_llm_json_str(&data))
+                                   ngx_http_llm_anthropic_str(&data))
                != 0)
         {
             json_decref(source);
@@ -556,7 +559,8 @@ ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call, json_t *part,
                       == 0))
     {
         if (json_object_set_new(source, "type", json_string("url")) != 0
-            || json_object_set_new(source, "url", ngx_http_llm_json_str(&url))
+            || json_object_set_new(source, "url",
+                                   ngx_http_llm_anthropic_str(&url))
                != 0)
         {
             json_decref(source);
@@ -690,7 +694,7 @@ ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *body)
         meta = json_object();
         if (json_object_set_new(body, "metadata", meta) != 0
             || json_object_set_new(meta, "user_id",
-                                   ngx_http_llm_json_str(&user))
+                                   ngx_http_llm_anthropic_str(&user))
                != 0)
         {
             return NGX_ERROR;
@@ -733,7 +737,7 @@ ngx_http_llm_anthropic_tools(ngx_http_llm_call_t *call, json_t *body)
 
         t = json_object();
         if (json_array_append_new(out, t) != 0
-            || json_object_set_new(t, "name", ngx_http_llm_json_str(&name))
+            || json_object_set_new(t, "name", ngx_http_llm_anthropic_str(&name))
                != 0)
         {
             return NGX_ERROR;
@@ -808,14 +812,16 @@ ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call, json_t *body)
 
     choice = json_object();
     if (json_object_set_new(body, "tool_choice", choice) != 0
-        || json_object_set_new(choice, "type", ngx_http_llm_json_str(&mode))
+        || json_object_set_new(choice, "type",
+                               ngx_http_llm_anthropic_str(&mode))
            != 0)
     {
         return NGX_ERROR;
     }
 
     if (name.len
-        && json_object_set_new(choice, "name", ngx_http_llm_json_str(&name))
+        && json_object_set_new(choice, "name",
+                               ngx_http_llm_anthropic_str(&name))
            != 0)
     {
         return NGX_ERROR;
@@ -864,8 +870,26 @@ ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
         call->id.len = id.len;
     }
 
+    if (id.len == 0) {
+        if (call->id.len == 0
+            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        id = call->id;
+    }
+
     if (model.len == 0) {
         model = call->model;
+
+    } else if (call->resp_model.len == 0) {
+        call->resp_model.data = ngx_pstrdup(call->pool, &model);
+        if (call->resp_model.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        call->resp_model.len = model.len;
     }
 
     finish = ngx_http_llm_anthropic_finish(&reason);
@@ -892,12 +916,12 @@ ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
         goto failed;
     }
 
-    if (json_object_set_new(res, "id", ngx_http_llm_json_str(&id)) != 0
+    if (json_object_set_new(res, "id", ngx_http_llm_anthropic_str(&id)) != 0
         || json_object_set_new(res, "object", json_string("chat.completion"))
            != 0
         || json_object_set_new(res, "created", json_integer(call->created))
            != 0
-        || json_object_set_new(res, "model", ngx_http_llm_json_str(&model))
+        || json_object_set_new(res, "model", ngx_http_llm_anthropic_str(&model))
            != 0
         || json_object_set_new(choice, "index", json_integer(0)) != 0
         || json_object_set_new(choice, "logprobs", json_null()) != 0
@@ -965,8 +989,12 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
 
         if (ngx_http_llm_anthropic_eq(&type, "text")) {
             ngx_http_llm_json_get_str(block, "text", &s);
-            p = ngx_cpymem(text.data + text.len, s.data, s.len);
-            text.len = p - text.data;
+
+            if (s.len) {
+                p = ngx_cpymem(text.data + text.len, s.data, s.len);
+                text.len = p - text.data;
+            }
+
             continue;
         }
 
@@ -1003,7 +1031,7 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
 
         ngx_http_llm_json_get_str(block, "id", &s);
 
-        if (json_object_set_new(tc, "id", ngx_http_llm_json_str(&s)) != 0
+        if (json_object_set_new(tc, "id", ngx_http_llm_anthropic_str(&s)) != 0
             || json_object_set_new(tc, "type", json_string("function")) != 0)
         {
             return NGX_ERROR;
@@ -1011,9 +1039,9 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
 
         ngx_http_llm_json_get_str(block, "name", &s);
 
-        if (json_object_set_new(fn, "name", ngx_http_llm_json_str(&s)) != 0
+        if (json_object_set_new(fn, "name", ngx_http_llm_anthropic_str(&s)) != 0
             || json_object_set_new(fn, "arguments",
-                                   ngx_http_llm_json_str(&args))
+                                   ngx_http_llm_anthropic_str(&args))
                != 0)
         {
             return NGX_ERROR;
@@ -1022,7 +1050,7 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
 
     if (json_object_set_new(message, "role", json_string("assistant")) != 0
         || json_object_set_new(message, "content",
-                               text.len ? ngx_http_llm_json_str(&text)
+                               text.len ? ngx_http_llm_anthropic_str(&text)
                                         : json_null())
            != 0)
     {
@@ -1180,7 +1208,7 @@ static ngx_int_t
 ngx_http_llm_anthropic_stream_start(ngx_http_llm_call_t *call, json_t *msg)
 {
     json_t     *usage;
-    ngx_str_t   id;
+    ngx_str_t   id, model;
 
     if (!json_is_object(msg)) {
         return NGX_DECLINED;
@@ -1195,6 +1223,17 @@ ngx_http_llm_anthropic_stream_start(ngx_http_llm_call_t *call, json_t *msg)
         }
 
         call->id.len = id.len;
+    }
+
+    ngx_http_llm_json_get_str(msg, "model", &model);
+
+    if (call->resp_model.len == 0 && model.len) {
+        call->resp_model.data = ngx_pstrdup(call->pool, &model);
+        if (call->resp_model.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        call->resp_model.len = model.len;
     }
 
     usage = json_object_get(msg, "usage");
@@ -1447,9 +1486,9 @@ ngx_http_llm_anthropic_stream_error(ngx_http_llm_call_t *call, json_t *data)
 
     if (json_object_set_new(res, "error", error) != 0
         || json_object_set_new(error, "message",
-                               ngx_http_llm_json_str(&message))
+                               ngx_http_llm_anthropic_str(&message))
            != 0
-        || json_object_set_new(error, "type", ngx_http_llm_json_str(&type))
+        || json_object_set_new(error, "type", ngx_http_llm_anthropic_str(&type))
            != 0
         || json_object_set_new(error, "param", json_null()) != 0
         || json_object_set_new(error, "code", json_null()) != 0)
@@ -1476,7 +1515,7 @@ ngx_http_llm_anthropic_emit_text(ngx_http_llm_call_t *call, ngx_str_t *text)
         return NGX_ERROR;
     }
 
-    if (json_object_set_new(delta, "content", ngx_http_llm_json_str(text))
+    if (json_object_set_new(delta, "content", ngx_http_llm_anthropic_str(text))
         != 0)
     {
         json_decref(chunk);
@@ -1513,7 +1552,7 @@ ngx_http_llm_anthropic_emit_tool(ngx_http_llm_call_t *call, ngx_int_t index,
     }
 
     if (id
-        && (json_object_set_new(tc, "id", ngx_http_llm_json_str(id)) != 0
+        && (json_object_set_new(tc, "id", ngx_http_llm_anthropic_str(id)) != 0
             || json_object_set_new(tc, "type", json_string("function"))
                != 0))
     {
@@ -1526,12 +1565,13 @@ ngx_http_llm_anthropic_emit_tool(ngx_http_llm_call_t *call, ngx_int_t index,
     }
 
     if (name
-        && json_object_set_new(fn, "name", ngx_http_llm_json_str(name)) != 0)
+        && json_object_set_new(fn, "name", ngx_http_llm_anthropic_str(name))
+           != 0)
     {
         goto failed;
     }
 
-    if (json_object_set_new(fn, "arguments", ngx_http_llm_json_str(args))
+    if (json_object_set_new(fn, "arguments", ngx_http_llm_anthropic_str(args))
         != 0)
     {
         goto failed;
@@ -1545,6 +1585,16 @@ failed:
     return NGX_ERROR;
 }
 
+
+
+/* an empty string from the helpers may have NULL data, which jansson
+ * refuses */
+
+static json_t *
+ngx_http_llm_anthropic_str(ngx_str_t *s)
+{
+    return json_stringn(s->len ? (const char *) s->data : "", s->len);
+}
 
 static void
 ngx_http_llm_anthropic_map_error(ngx_http_llm_call_t *call,

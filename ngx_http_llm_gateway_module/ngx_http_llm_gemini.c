@@ -25,6 +25,7 @@ typedef struct {
 } ngx_http_llm_gemini_stream_t;
 
 
+static json_t *ngx_http_llm_gemini_str(ngx_str_t *s);
 static ngx_int_t ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_gemini_uri(ngx_http_llm_call_t *call,
     ngx_str_t *model, const char *method);
@@ -435,7 +436,7 @@ ngx_http_llm_gemini_model(ngx_http_llm_call_t *call, json_t *msg,
 
         fc = json_object();
         if (json_object_set_new(fc, "args", args) != 0
-            || json_object_set_new(fc, "name", ngx_http_llm_json_str(&name))
+            || json_object_set_new(fc, "name", ngx_http_llm_gemini_str(&name))
                != 0)
         {
             json_decref(fc);
@@ -476,7 +477,7 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
     ngx_http_llm_json_get_str(msg, "tool_call_id", &id);
     ngx_str_null(&name);
 
-    for (i = n; name.len == 0 && i-- > 0; /* void */) {
+    for (i = n; id.len && name.len == 0 && i-- > 0; /* void */) {
 
         json_array_foreach(json_object_get(json_array_get(messages, i),
                                            "tool_calls"),
@@ -523,7 +524,7 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
 
         response = json_object();
         if (json_object_set_new(response, "content",
-                                ngx_http_llm_json_str(&text))
+                                ngx_http_llm_gemini_str(&text))
             != 0)
         {
             json_decref(response);
@@ -533,7 +534,7 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
 
     fr = json_object();
     if (json_object_set_new(fr, "response", response) != 0
-        || json_object_set_new(fr, "name", ngx_http_llm_json_str(&name))
+        || json_object_set_new(fr, "name", ngx_http_llm_gemini_str(&name))
            != 0)
     {
         json_decref(fr);
@@ -624,9 +625,9 @@ ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
         key = "inlineData";
 
         if (json_object_set_new(data, "mimeType",
-                                ngx_http_llm_json_str(&type))
+                                ngx_http_llm_gemini_str(&type))
             != 0
-            || json_object_set_new(data, "data", ngx_http_llm_json_str(&b64))
+            || json_object_set_new(data, "data", ngx_http_llm_gemini_str(&b64))
                != 0)
         {
             json_decref(data);
@@ -644,10 +645,10 @@ ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
         key = "fileData";
 
         if (json_object_set_new(data, "mimeType",
-                                ngx_http_llm_json_str(&type))
+                                ngx_http_llm_gemini_str(&type))
             != 0
             || json_object_set_new(data, "fileUri",
-                                   ngx_http_llm_json_str(&url))
+                                   ngx_http_llm_gemini_str(&url))
                != 0)
         {
             json_decref(data);
@@ -899,7 +900,7 @@ ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call, json_t *body)
 
         d = json_object();
         if (json_array_append_new(decls, d) != 0
-            || json_object_set_new(d, "name", ngx_http_llm_json_str(&name))
+            || json_object_set_new(d, "name", ngx_http_llm_gemini_str(&name))
                != 0)
         {
             goto failed;
@@ -1020,7 +1021,7 @@ ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call, json_t *body)
     if (name.len) {
         names = json_array();
         if (json_object_set_new(fcc, "allowedFunctionNames", names) != 0
-            || json_array_append_new(names, ngx_http_llm_json_str(&name))
+            || json_array_append_new(names, ngx_http_llm_gemini_str(&name))
                != 0)
         {
             json_decref(fcc);
@@ -1141,7 +1142,7 @@ ngx_http_llm_gemini_embed_one(ngx_str_t *name, json_t *text, json_t *dims)
         || json_array_append(parts, part) != 0
         || json_object_set(content, "parts", parts) != 0
         || json_object_set(req, "content", content) != 0
-        || json_object_set_new(req, "model", ngx_http_llm_json_str(name))
+        || json_object_set_new(req, "model", ngx_http_llm_gemini_str(name))
            != 0
         || (dims && json_object_set(req, "outputDimensionality", dims) != 0))
     {
@@ -1190,6 +1191,14 @@ ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call, json_t *in,
 
     if (model.len == 0) {
         model = call->model;
+
+    } else if (call->resp_model.len == 0) {
+        call->resp_model.data = ngx_pstrdup(call->pool, &model);
+        if (call->resp_model.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        call->resp_model.len = model.len;
     }
 
     res = json_object();
@@ -1202,12 +1211,12 @@ ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call, json_t *in,
         goto failed;
     }
 
-    if (json_object_set_new(res, "id", ngx_http_llm_json_str(&call->id)) != 0
+    if (json_object_set_new(res, "id", ngx_http_llm_gemini_str(&call->id)) != 0
         || json_object_set_new(res, "object", json_string("chat.completion"))
            != 0
         || json_object_set_new(res, "created", json_integer(call->created))
            != 0
-        || json_object_set_new(res, "model", ngx_http_llm_json_str(&model))
+        || json_object_set_new(res, "model", ngx_http_llm_gemini_str(&model))
            != 0)
     {
         goto failed;
@@ -1275,7 +1284,7 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
 
     if (json_object_set_new(message, "role", json_string("assistant")) != 0
         || json_object_set_new(message, "content",
-                               text.len ? ngx_http_llm_json_str(&text)
+                               text.len ? ngx_http_llm_gemini_str(&text)
                                         : json_null())
            != 0)
     {
@@ -1399,7 +1408,10 @@ ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts, ngx_str_t *text)
     json_array_foreach(parts, i, part) {
         if (!json_is_true(json_object_get(part, "thought"))) {
             ngx_http_llm_json_get_str(part, "text", &s);
-            p = ngx_cpymem(p, s.data, s.len);
+
+            if (s.len) {
+                p = ngx_cpymem(p, s.data, s.len);
+            }
         }
     }
 
@@ -1437,8 +1449,8 @@ ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call, json_t *fc)
     }
 
     fn = json_object();
-    if (json_object_set_new(fn, "name", ngx_http_llm_json_str(&name)) != 0
-        || json_object_set_new(fn, "arguments", ngx_http_llm_json_str(&s))
+    if (json_object_set_new(fn, "name", ngx_http_llm_gemini_str(&name)) != 0
+        || json_object_set_new(fn, "arguments", ngx_http_llm_gemini_str(&s))
            != 0)
     {
         json_decref(fn);
@@ -1447,7 +1459,7 @@ ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call, json_t *fc)
 
     tc = json_object();
     if (json_object_set_new(tc, "function", fn) != 0
-        || json_object_set_new(tc, "id", ngx_http_llm_json_str(&id)) != 0
+        || json_object_set_new(tc, "id", ngx_http_llm_gemini_str(&id)) != 0
         || json_object_set_new(tc, "type", json_string("function")) != 0)
     {
         json_decref(tc);
@@ -1605,12 +1617,17 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
         || json_object_set_new(usage, "total_tokens", json_integer(0)) != 0
         || json_object_set_new(res, "object", json_string("list")) != 0
         || json_object_set_new(res, "model",
-                               ngx_http_llm_json_str(&call->public_model))
+                               ngx_http_llm_gemini_str(&call->public_model))
            != 0)
     {
         json_decref(res);
         return NGX_ERROR;
     }
+
+    /* Gemini does not count embedding tokens */
+
+    call->usage.prompt = 0;
+    call->usage.completion = 0;
 
     *out = res;
 
@@ -1620,7 +1637,8 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
 
 /*
  * Every event is a whole GenerateContentResponse with the new text; the
- * stream has no end marker, the core ends it at the provider's EOF.
+ * stream has no end marker, the core ends it at the provider's EOF.  An
+ * error object ends it early.
  */
 
 static ngx_int_t
@@ -1631,7 +1649,7 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
     json_t                        *root, *candidates, *cand, *meta, *usage;
     json_t                        *chunk, *delta;
     ngx_int_t                      rc;
-    ngx_str_t                      blocked;
+    ngx_str_t                      blocked, model;
     ngx_http_llm_gemini_stream_t  *st;
 
     if (data->len == 0) {
@@ -1659,6 +1677,18 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
                                               json_object_get(root, "error"));
         json_decref(root);
         return rc;
+    }
+
+    ngx_http_llm_json_get_str(root, "modelVersion", &model);
+
+    if (call->resp_model.len == 0 && model.len) {
+        call->resp_model.data = ngx_pstrdup(call->pool, &model);
+        if (call->resp_model.data == NULL) {
+            json_decref(root);
+            return NGX_ERROR;
+        }
+
+        call->resp_model.len = model.len;
     }
 
     rc = NGX_OK;
@@ -1759,7 +1789,7 @@ ngx_http_llm_gemini_stream_candidate(ngx_http_llm_call_t *call, json_t *cand,
         }
 
         if (json_object_set_new(delta, "content",
-                                ngx_http_llm_json_str(&text))
+                                ngx_http_llm_gemini_str(&text))
             != 0)
         {
             json_decref(chunk);
@@ -1854,12 +1884,12 @@ ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
     e = json_object();
 
     if (json_object_set_new(res, "error", e) != 0
-        || json_object_set_new(e, "message", ngx_http_llm_json_str(&message))
+        || json_object_set_new(e, "message", ngx_http_llm_gemini_str(&message))
            != 0
         || json_object_set_new(e, "type", json_string("api_error")) != 0
         || json_object_set_new(e, "param", json_null()) != 0
         || json_object_set_new(e, "code",
-                               status.len ? ngx_http_llm_json_str(&status)
+                               status.len ? ngx_http_llm_gemini_str(&status)
                                           : json_null())
            != 0)
     {
@@ -1867,7 +1897,11 @@ ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_stream_emit(call, res);
+    if (ngx_http_llm_stream_emit(call, res) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_DONE;
 }
 
 
@@ -1916,6 +1950,16 @@ ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call, json_int_t index,
     return ngx_http_llm_stream_emit(call, chunk);
 }
 
+
+
+/* an empty string from the helpers may have NULL data, which jansson
+ * refuses */
+
+static json_t *
+ngx_http_llm_gemini_str(ngx_str_t *s)
+{
+    return json_stringn(s->len ? (const char *) s->data : "", s->len);
+}
 
 static void
 ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call, ngx_uint_t status,

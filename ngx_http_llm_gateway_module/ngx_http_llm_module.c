@@ -36,6 +36,9 @@ static char *ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
 
 
 static ngx_http_llm_format_t  ngx_http_llm_formats[] = {
@@ -73,6 +76,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_llm_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_gateway"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_llm_gateway,
@@ -99,6 +109,20 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, fallback_tries),
+      NULL },
+
+    { ngx_string("llm_fallback_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fallback_timeout),
+      NULL },
+
+    { ngx_string("llm_retry_after_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, retry_after_max),
       NULL },
 
     { ngx_string("llm_max_response_size"),
@@ -141,7 +165,7 @@ ngx_module_t  ngx_http_llm_gateway_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_llm_init_process,             /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -517,7 +541,10 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&lmcf->providers, cf->pool, 4,
                        sizeof(ngx_http_llm_provider_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&lmcf->zones, cf->pool, 1,
+                          sizeof(ngx_http_llm_zone_t *))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -545,6 +572,8 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
 
     llcf->routes = NGX_CONF_UNSET_PTR;
     llcf->fallback_tries = NGX_CONF_UNSET_UINT;
+    llcf->fallback_timeout = NGX_CONF_UNSET_MSEC;
+    llcf->retry_after_max = NGX_CONF_UNSET_MSEC;
     llcf->max_response = NGX_CONF_UNSET_SIZE;
     llcf->gateway = NGX_CONF_UNSET;
 
@@ -575,6 +604,10 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_uint_value(conf->fallback_tries, prev->fallback_tries, 0);
+    ngx_conf_merge_msec_value(conf->fallback_timeout, prev->fallback_timeout,
+                              0);
+    ngx_conf_merge_msec_value(conf->retry_after_max, prev->retry_after_max,
+                              60000);
     ngx_conf_merge_size_value(conf->max_response, prev->max_response,
                               8 * 1024 * 1024);
     ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
@@ -935,6 +968,13 @@ ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             goto invalid;
         }
 
+        if (route->targets.nelts == NGX_HTTP_LLM_MAX_TARGETS) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "llm_route \"%V\": more than %d targets",
+                               &value[1], NGX_HTTP_LLM_MAX_TARGETS);
+            return NGX_CONF_ERROR;
+        }
+
         t = ngx_array_push(&route->targets);
         if (t == NULL) {
             return NGX_CONF_ERROR;
@@ -1015,4 +1055,74 @@ ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_llm_handler;
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ssize_t               size;
+    ngx_str_t            *value;
+    ngx_http_llm_zone_t  *zone, **zp;
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_zone \"%V\": invalid size \"%V\" "
+                           "(32k at least)", &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_http_llm_zone_add(cf, &value[1], size);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zp = ngx_array_push(&lmcf->zones);
+    if (zp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zp = zone;
+
+    /* routing state lives in the first zone */
+
+    if (lmcf->state == NULL) {
+        lmcf->state = zone;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_zone_t       *zone;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_llm_gateway_module);
+
+    if (lmcf == NULL || lmcf->state) {
+        return NGX_OK;
+    }
+
+    zone = ngx_pcalloc(cycle->pool, sizeof(ngx_http_llm_zone_t));
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_zone_private(cycle, zone) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    lmcf->state = zone;
+
+    return NGX_OK;
 }

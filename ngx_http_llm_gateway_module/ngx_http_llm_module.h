@@ -13,6 +13,8 @@
 #include <ngx_http.h>
 #include <jansson.h>
 
+#include "ngx_http_llm_zone.h"
+
 
 #define NGX_HTTP_LLM_CHAT            1
 #define NGX_HTTP_LLM_EMBEDDINGS      2
@@ -207,8 +209,13 @@ void ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err);
 #define NGX_HTTP_LLM_FB_403       0x1000
 
 
+#define NGX_HTTP_LLM_MAX_TARGETS  64
+
+
 typedef struct {
     ngx_array_t                 providers;     /* ngx_http_llm_provider_t */
+    ngx_array_t                 zones;         /* ngx_http_llm_zone_t * */
+    ngx_http_llm_zone_t        *state;         /* routing state */
 } ngx_http_llm_main_conf_t;
 
 
@@ -217,6 +224,8 @@ typedef struct {
     ngx_http_llm_route_t       *catch_all;
     ngx_uint_t                  fallback;
     ngx_uint_t                  fallback_tries;
+    ngx_msec_t                  fallback_timeout;
+    ngx_msec_t                  retry_after_max;
     size_t                      max_response;
     ngx_flag_t                  gateway;
 } ngx_http_llm_loc_conf_t;
@@ -262,10 +271,10 @@ struct ngx_http_llm_ctx_s {
     ngx_str_t                   model;
 
     ngx_http_llm_route_t       *route;
-    ngx_http_llm_target_t     **order;         /* targets to try, in order */
-    ngx_uint_t                  norder;
-    ngx_uint_t                  next;          /* index into order */
+    ngx_str_t                  *keys;          /* health keys of targets */
+    uint64_t                    tried;         /* bit per target */
     ngx_uint_t                  tries;
+    uint64_t                    wait;          /* ms until one cools down */
 
     ngx_http_llm_attempt_t     *cur;
     ngx_http_llm_attempt_t     *answer;        /* the one that answered */
@@ -297,6 +306,14 @@ ngx_int_t ngx_http_llm_error_json(ngx_pool_t *pool,
     ngx_http_llm_error_t *err, ngx_str_t *out);
 void ngx_http_llm_error_set(ngx_http_llm_error_t *err, ngx_uint_t status,
     char *type, char *code, char *param, ngx_str_t *message);
+
+/* ngx_http_llm_route.c */
+ngx_int_t ngx_http_llm_route_prepare(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_route_pick(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_target_t **target);
+void ngx_http_llm_route_result(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_uint_t failed);
 
 /* ngx_http_llm_mock.c */
 char *ngx_http_llm_mock(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

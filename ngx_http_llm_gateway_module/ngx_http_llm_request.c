@@ -33,6 +33,8 @@ static ngx_int_t ngx_http_llm_attempt_done(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_llm_condition(ngx_http_llm_attempt_t *a);
 static ngx_int_t ngx_http_llm_record(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, char *what);
+static ngx_int_t ngx_http_llm_send_cooling(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
 static ngx_int_t ngx_http_llm_stream_tail(ngx_http_request_t *r,
@@ -132,6 +134,11 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     rc = ngx_http_llm_attempt_start(r, ctx);
 
     if (rc == NGX_OK) {
+        return;
+    }
+
+    if (rc == NGX_BUSY) {
+        ngx_http_finalize_request(r, ngx_http_llm_send_cooling(r, ctx));
         return;
     }
 
@@ -346,9 +353,8 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 static ngx_int_t
 ngx_http_llm_plan(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    ngx_uint_t                i, n, backup;
+    ngx_uint_t                i, n;
     ngx_http_llm_route_t     *route;
-    ngx_http_llm_target_t    *t;
     ngx_http_llm_loc_conf_t  *llcf;
 
     llcf = ctx->conf;
@@ -377,23 +383,9 @@ ngx_http_llm_plan(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     }
 
     n = ctx->route->targets.nelts;
-    t = ctx->route->targets.elts;
 
-    ctx->order = ngx_palloc(r->pool, n * sizeof(ngx_http_llm_target_t *));
-    if (ctx->order == NULL) {
+    if (ngx_http_llm_route_prepare(r, ctx) != NGX_OK) {
         return NGX_ERROR;
-    }
-
-    /* primary targets in their order, then the backups */
-
-    ctx->norder = 0;
-
-    for (backup = 0; backup < 2; backup++) {
-        for (i = 0; i < n; i++) {
-            if (t[i].backup == backup) {
-                ctx->order[ctx->norder++] = &t[i];
-            }
-        }
     }
 
     ctx->tries = n;
@@ -417,9 +409,19 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_target_t   *t;
     ngx_http_llm_attempt_t  *a;
 
-    while (ctx->next < ctx->norder && ctx->nattempts < ctx->tries) {
+    while (ctx->nattempts < ctx->tries) {
 
-        t = ctx->order[ctx->next++];
+        if (ctx->nattempts && ctx->conf->fallback_timeout
+            && ngx_current_msec - ctx->start >= ctx->conf->fallback_timeout)
+        {
+            return NGX_DECLINED;
+        }
+
+        rc = ngx_http_llm_route_pick(r, ctx, &t);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
 
         a = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_attempt_t));
         if (a == NULL) {
@@ -818,6 +820,11 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         ctx->answer = a;
 
+        ngx_http_llm_route_result(r, ctx, a,
+                                  !a->stream_done
+                                  && (a->failed
+                                      || a->call.finish_reason.len == 0));
+
         if (ngx_http_llm_record(r, ctx, a, a->failed ? "broken" : NULL)
             != NGX_OK)
         {
@@ -868,6 +875,8 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             if (a->events || a->stream_done) {
                 ctx->answer = a;
 
+                ngx_http_llm_route_result(r, ctx, a, 0);
+
                 if (ngx_http_llm_record(r, ctx, a, NULL) != NGX_OK) {
                     return NGX_ERROR;
                 }
@@ -896,6 +905,8 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         if (rc == NGX_OK) {
             ctx->answer = a;
+
+            ngx_http_llm_route_result(r, ctx, a, 0);
 
             if (ngx_http_llm_record(r, ctx, a, NULL) != NGX_OK) {
                 json_decref(out);
@@ -941,6 +952,13 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
     }
 
+    ngx_http_llm_route_result(r, ctx, a,
+                              cond & (NGX_HTTP_LLM_FB_ERROR
+                                      |NGX_HTTP_LLM_FB_TIMEOUT
+                                      |NGX_HTTP_LLM_FB_INVALID
+                                      |NGX_HTTP_LLM_FB_429
+                                      |NGX_HTTP_LLM_FB_5XX));
+
     if (ngx_http_llm_record(r, ctx, a, what) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -969,6 +987,8 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
+
+        /* NGX_DECLINED or NGX_BUSY: no target is left to try */
 
         if (ctx->nattempts > 1) {
             /* every target failed */
@@ -1094,6 +1114,47 @@ ngx_http_llm_send_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     return ngx_http_send_header(r);
+}
+
+
+static ngx_int_t
+ngx_http_llm_send_cooling(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    u_char                *p;
+    time_t                 secs;
+    ngx_str_t              value;
+    ngx_http_llm_error_t   err;
+
+    secs = (time_t) ((ctx->wait + 999) / 1000);
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 120 + ctx->model.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    value.data = p;
+    value.len = ngx_sprintf(p, "%T", secs) - p;
+
+    if (ngx_http_llm_add_header(r, "Retry-After", &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p += value.len;
+
+    ngx_http_llm_error_set(&err, 429, "rate_limit_error",
+                           "rate_limit_exceeded", NULL, NULL);
+
+    err.message.data = p;
+    err.message.len = ngx_sprintf(p, "Every provider of model `%V` asked "
+                                  "for a pause. Please try again in %Ts.",
+                                  &ctx->model, secs)
+                      - p;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "llm: every target of \"%V\" is cooling down, "
+                  "answered 429", &ctx->model);
+
+    return ngx_http_llm_send_error(r, ctx, &err);
 }
 
 

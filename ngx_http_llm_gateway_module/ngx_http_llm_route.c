@@ -1,0 +1,450 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#include "ngx_http_llm_module.h"
+
+
+/*
+ * Target selection across the targets of a route, the way nginx picks
+ * upstream servers: smooth weighted round-robin over the primary targets,
+ * passive health (max_fails within fail_timeout), and backups only when
+ * no primary is left.  Unlike upstream servers, a target that asked for a
+ * pause (429/503 with Retry-After) is cooling down and skipped until then.
+ * The state lives in the routing zone, so all workers share it.
+ */
+
+
+typedef struct {
+    uint64_t                    cool_until;    /* ms, wall clock */
+    uint64_t                    checked;       /* ms of the last failure */
+    ngx_uint_t                  fails;
+} ngx_http_llm_health_t;
+
+
+#define NGX_HTTP_LLM_TARGET_OK       0
+#define NGX_HTTP_LLM_TARGET_DOWN     1
+#define NGX_HTTP_LLM_TARGET_COOLING  2
+
+
+static uint64_t ngx_http_llm_retry_after(ngx_http_request_t *r,
+    ngx_http_llm_attempt_t *a);
+static ngx_int_t ngx_http_llm_parse_duration(ngx_str_t *s, uint64_t *ms);
+static ngx_table_elt_t *ngx_http_llm_find_header(ngx_list_t *headers,
+    char *name);
+
+
+ngx_int_t
+ngx_http_llm_route_prepare(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    u_char                 *p;
+    ngx_str_t              *model;
+    ngx_uint_t              i, n;
+    ngx_http_llm_target_t  *t;
+
+    n = ctx->route->targets.nelts;
+    t = ctx->route->targets.elts;
+
+    ctx->keys = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    if (ctx->keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        model = t[i].model.len ? &t[i].model : &ctx->model;
+
+        p = ngx_pnalloc(r->pool, t[i].provider->name.len + 1 + model->len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->keys[i].data = p;
+        p = ngx_cpymem(p, t[i].provider->name.data, t[i].provider->name.len);
+        *p++ = ':';
+        p = ngx_cpymem(p, model->data, model->len);
+        ctx->keys[i].len = p - ctx->keys[i].data;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * NGX_OK: *target is the next to try; NGX_DECLINED: none is left;
+ * NGX_BUSY: those left are all cooling down, ctx->wait says how long.
+ */
+
+ngx_int_t
+ngx_http_llm_route_pick(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_target_t **target)
+{
+    uint64_t                   now, wait;
+    ngx_int_t                 *cw, total;
+    ngx_uint_t                 i, n, best, down, cooling;
+    u_char                     state[NGX_HTTP_LLM_MAX_TARGETS];
+    ngx_http_llm_zone_t       *zone;
+    ngx_http_llm_target_t     *t;
+    ngx_http_llm_health_t     *h;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+    zone = lmcf->state;
+
+    n = ctx->route->targets.nelts;
+    t = ctx->route->targets.elts;
+
+    now = ngx_http_llm_now();
+    wait = 0;
+    best = n;
+    down = n;
+    cooling = 0;
+
+    ngx_http_llm_zone_lock(zone);
+
+    for (i = 0; i < n; i++) {
+        state[i] = NGX_HTTP_LLM_TARGET_OK;
+
+        if (ctx->tried & ((uint64_t) 1 << i)) {
+            continue;
+        }
+
+        h = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_HEALTH,
+                                  &ctx->keys[i], 0);
+        if (h == NULL) {
+            continue;
+        }
+
+        if (h->cool_until > now) {
+            state[i] = NGX_HTTP_LLM_TARGET_COOLING;
+
+            if (cooling++ == 0 || h->cool_until - now < wait) {
+                wait = h->cool_until - now;
+            }
+
+            continue;
+        }
+
+        if (t[i].max_fails && h->fails >= t[i].max_fails
+            && now - h->checked < (uint64_t) t[i].fail_timeout * 1000)
+        {
+            state[i] = NGX_HTTP_LLM_TARGET_DOWN;
+        }
+    }
+
+    /* smooth weighted round-robin over the live primaries */
+
+    total = 0;
+
+    for (i = 0; i < n; i++) {
+        if (!(ctx->tried & ((uint64_t) 1 << i)) && !t[i].backup
+            && state[i] == NGX_HTTP_LLM_TARGET_OK)
+        {
+            total += t[i].weight;
+            best = (best == n) ? i : best;
+        }
+    }
+
+    if (total && best < n) {
+        cw = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_WRR,
+                                   &ctx->route->name, n * sizeof(ngx_int_t));
+
+        if (cw) {
+            best = n;
+
+            for (i = 0; i < n; i++) {
+                if ((ctx->tried & ((uint64_t) 1 << i)) || t[i].backup
+                    || state[i] != NGX_HTTP_LLM_TARGET_OK)
+                {
+                    continue;
+                }
+
+                cw[i] += t[i].weight;
+
+                if (best == n || cw[i] > cw[best]) {
+                    best = i;
+                }
+            }
+
+            cw[best] -= total;
+        }
+    }
+
+    /* then the backups, in their order */
+
+    for (i = 0; best == n && i < n; i++) {
+        if (!(ctx->tried & ((uint64_t) 1 << i)) && t[i].backup
+            && state[i] == NGX_HTTP_LLM_TARGET_OK)
+        {
+            best = i;
+        }
+    }
+
+    /* all left are failing: try one anyway, as nginx does with a single
+     * server, rather than refuse the request */
+
+    for (i = 0; best == n && down == n && i < n; i++) {
+        if (!(ctx->tried & ((uint64_t) 1 << i))
+            && state[i] == NGX_HTTP_LLM_TARGET_DOWN)
+        {
+            down = i;
+        }
+    }
+
+    ngx_http_llm_zone_unlock(zone);
+
+    if (best == n) {
+        best = down;
+    }
+
+    if (best == n) {
+        ctx->wait = wait;
+        return cooling ? NGX_BUSY : NGX_DECLINED;
+    }
+
+    ctx->tried |= (uint64_t) 1 << best;
+    *target = &t[best];
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_attempt_t *a, ngx_uint_t failed)
+{
+    uint64_t                   now, pause;
+    ngx_uint_t                 i;
+    ngx_str_t                 *key;
+    ngx_http_llm_zone_t       *zone;
+    ngx_http_llm_target_t     *t;
+    ngx_http_llm_health_t     *h;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+    zone = lmcf->state;
+
+    t = a->target;
+    i = t - (ngx_http_llm_target_t *) ctx->route->targets.elts;
+    key = &ctx->keys[i];
+
+    pause = 0;
+
+    if (a->status == 429 || a->status == 503 || a->status == 529) {
+        pause = ngx_http_llm_retry_after(r, a);
+
+        if (pause > ctx->conf->retry_after_max) {
+            pause = ctx->conf->retry_after_max;
+        }
+    }
+
+    now = ngx_http_llm_now();
+
+    ngx_http_llm_zone_lock(zone);
+
+    h = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_HEALTH, key,
+                              (failed || pause)
+                              ? sizeof(ngx_http_llm_health_t) : 0);
+
+    if (h) {
+        if (pause) {
+            if (now + pause > h->cool_until) {
+                h->cool_until = now + pause;
+            }
+
+        } else if (failed) {
+            if (now - h->checked >= (uint64_t) t->fail_timeout * 1000) {
+                h->fails = 0;
+            }
+
+            h->fails++;
+            h->checked = now;
+
+        } else {
+            h->fails = 0;
+        }
+    }
+
+    ngx_http_llm_zone_unlock(zone);
+
+    if (pause) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm: provider \"%V\" model \"%V\" asked for a pause, "
+                      "cooling down for %uLms",
+                      &t->provider->name, &a->call.model, pause);
+    }
+}
+
+
+static uint64_t
+ngx_http_llm_retry_after(ngx_http_request_t *r, ngx_http_llm_attempt_t *a)
+{
+    time_t            date;
+    uint64_t          ms, best;
+    ngx_int_t         n;
+    ngx_uint_t        i;
+    ngx_list_t       *headers;
+    ngx_table_elt_t  *h, *rem;
+
+    static char  *resets[] = {
+        "x-ratelimit-reset-requests", "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"
+    };
+
+    if (a->sr == NULL) {
+        return 0;
+    }
+
+    headers = &a->sr->headers_out.headers;
+
+    h = ngx_http_llm_find_header(headers, "retry-after-ms");
+
+    if (h) {
+        n = ngx_atoi(h->value.data, h->value.len);
+        if (n > 0) {
+            return n;
+        }
+    }
+
+    h = ngx_http_llm_find_header(headers, "retry-after");
+
+    if (h) {
+        n = ngx_atoi(h->value.data, h->value.len);
+        if (n >= 0) {
+            return (uint64_t) n * 1000;
+        }
+
+        date = ngx_parse_http_time(h->value.data, h->value.len);
+        if (date != NGX_ERROR && date > ngx_time()) {
+            return (uint64_t) (date - ngx_time()) * 1000;
+        }
+    }
+
+    /* OpenAI: the reset time of whichever limit is used up */
+
+    best = 0;
+
+    for (i = 0; i < 4; i += 2) {
+        h = ngx_http_llm_find_header(headers, resets[i]);
+        rem = ngx_http_llm_find_header(headers, resets[i + 1]);
+
+        if (h == NULL || rem == NULL
+            || rem->value.len != 1 || rem->value.data[0] != '0')
+        {
+            continue;
+        }
+
+        if (ngx_http_llm_parse_duration(&h->value, &ms) == NGX_OK
+            && ms > best)
+        {
+            best = ms;
+        }
+    }
+
+    return best;
+}
+
+
+/* "1s", "6m0s", "20ms", "1h2m3.5s" */
+
+static ngx_int_t
+ngx_http_llm_parse_duration(ngx_str_t *s, uint64_t *ms)
+{
+    u_char    *p, *last;
+    uint64_t   total, whole, frac, scale, unit;
+
+    p = s->data;
+    last = p + s->len;
+    total = 0;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    while (p < last) {
+        whole = 0;
+        frac = 0;
+        scale = 1;
+
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            whole = whole * 10 + (*p++ - '0');
+        }
+
+        if (p < last && *p == '.') {
+            p++;
+
+            while (p < last && *p >= '0' && *p <= '9') {
+                if (scale < 1000) {
+                    frac = frac * 10 + (*p - '0');
+                    scale *= 10;
+                }
+
+                p++;
+            }
+        }
+
+        if (last - p >= 2 && p[0] == 'm' && p[1] == 's') {
+            unit = 1;
+            p += 2;
+
+        } else if (p < last && *p == 's') {
+            unit = 1000;
+            p++;
+
+        } else if (p < last && *p == 'm') {
+            unit = 60000;
+            p++;
+
+        } else if (p < last && *p == 'h') {
+            unit = 3600000;
+            p++;
+
+        } else {
+            return NGX_ERROR;
+        }
+
+        total += whole * unit + frac * unit / scale;
+    }
+
+    *ms = total;
+
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_llm_find_header(ngx_list_t *headers, char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
