@@ -1425,6 +1425,21 @@ ngx_http_llm_anthropic_stream_stop(ngx_http_llm_call_t *call, json_t *data)
         call->usage.completion = json_integer_value(v);
     }
 
+    /* newer API versions repeat the cumulative input counts here */
+
+    v = json_object_get(usage, "input_tokens");
+
+    if (json_is_integer(v)) {
+        v = json_object_get(usage, "cache_read_input_tokens");
+
+        call->usage.cached = json_integer_value(v);
+        call->usage.prompt =
+            json_integer_value(json_object_get(usage, "input_tokens"))
+            + json_integer_value(json_object_get(usage,
+                                           "cache_creation_input_tokens"))
+            + call->usage.cached;
+    }
+
     ngx_http_llm_json_get_str(json_object_get(data, "delta"), "stop_reason",
                               &reason);
 
@@ -1587,8 +1602,10 @@ failed:
 
 
 
-/* an empty string from the helpers may have NULL data, which jansson
- * refuses */
+/*
+ * A missing string from the helpers is empty with NULL data, which
+ * json_stringn() refuses.
+ */
 
 static json_t *
 ngx_http_llm_anthropic_str(ngx_str_t *s)

@@ -68,6 +68,8 @@ static json_t *ngx_http_llm_gemini_usage(ngx_http_llm_call_t *call,
 static const char *ngx_http_llm_gemini_finish(ngx_str_t *reason);
 static ngx_int_t ngx_http_llm_gemini_embed_response(
     ngx_http_llm_call_t *call, json_t *in, json_t **out);
+static json_t *ngx_http_llm_gemini_base64(ngx_http_llm_call_t *call,
+    json_t *values);
 
 static ngx_int_t ngx_http_llm_gemini_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
@@ -1558,8 +1560,9 @@ static ngx_int_t
 ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
     json_t **out)
 {
-    size_t   i, n;
-    json_t  *list, *values, *res, *data, *item, *usage;
+    size_t      i, n;
+    json_t     *list, *values, *res, *data, *item, *usage;
+    ngx_str_t   encoding;
 
     values = NULL;
     list = json_object_get(in, "embeddings");
@@ -1586,6 +1589,8 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
         }
     }
 
+    ngx_http_llm_json_get_str(call->request, "encoding_format", &encoding);
+
     res = json_object();
     data = json_array();
 
@@ -1604,7 +1609,11 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
             || json_object_set_new(item, "object", json_string("embedding"))
                != 0
             || json_object_set_new(item, "index", json_integer(i)) != 0
-            || json_object_set(item, "embedding", values) != 0)
+            || json_object_set_new(item, "embedding",
+                                   ngx_http_llm_gemini_eq(&encoding, "base64")
+                                   ? ngx_http_llm_gemini_base64(call, values)
+                                   : json_incref(values))
+               != 0)
         {
             json_decref(res);
             return NGX_ERROR;
@@ -1634,6 +1643,50 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
     return NGX_OK;
 }
 
+
+
+/* OpenAI's base64 encoding: the vector as little-endian float32 */
+
+static json_t *
+ngx_http_llm_gemini_base64(ngx_http_llm_call_t *call, json_t *values)
+{
+    u_char     *p;
+    size_t      i;
+    json_t     *v;
+    uint32_t    bits;
+    ngx_str_t   raw, b64;
+    union {
+        float     f;
+        uint32_t  u;
+    }           num;
+
+    raw.len = 4 * json_array_size(values);
+    raw.data = ngx_pnalloc(call->pool, raw.len);
+    if (raw.data == NULL) {
+        return NULL;
+    }
+
+    p = raw.data;
+
+    json_array_foreach(values, i, v) {
+        num.f = (float) json_number_value(v);
+        bits = num.u;
+
+        *p++ = (u_char) (bits & 0xff);
+        *p++ = (u_char) ((bits >> 8) & 0xff);
+        *p++ = (u_char) ((bits >> 16) & 0xff);
+        *p++ = (u_char) (bits >> 24);
+    }
+
+    b64.data = ngx_pnalloc(call->pool, ngx_base64_encoded_length(raw.len));
+    if (b64.data == NULL) {
+        return NULL;
+    }
+
+    ngx_encode_base64(&b64, &raw);
+
+    return ngx_http_llm_gemini_str(&b64);
+}
 
 /*
  * Every event is a whole GenerateContentResponse with the new text; the
@@ -1952,8 +2005,10 @@ ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call, json_int_t index,
 
 
 
-/* an empty string from the helpers may have NULL data, which jansson
- * refuses */
+/*
+ * A missing string from the helpers is empty with NULL data, which
+ * json_stringn() refuses.
+ */
 
 static json_t *
 ngx_http_llm_gemini_str(ngx_str_t *s)

@@ -181,7 +181,7 @@ ngx_int_t ngx_http_llm_json_dump(ngx_pool_t *pool, json_t *json,
 json_t *ngx_http_llm_json_str(ngx_str_t *s);
 /* borrow a string member; empty if missing or not a string */
 void ngx_http_llm_json_get_str(json_t *obj, const char *key, ngx_str_t *s);
-/* "chatcmpl-" + random hex, into call->id if empty */
+/* prefix + 24 random hex digits, into *id */
 ngx_int_t ngx_http_llm_make_id(ngx_http_llm_call_t *call, const char *prefix,
     ngx_str_t *id);
 /* text of an OpenAI message "content": string or array of text parts,

@@ -185,7 +185,6 @@ ngx_http_llm_openai_parse(ngx_http_llm_call_t *call, json_t *in, json_t **out)
     }
 
     ngx_http_llm_openai_usage(call, json_object_get(in, "usage"));
-    ngx_http_llm_json_get_str(in, "model", &call->resp_model);
 
     *out = NULL;
 

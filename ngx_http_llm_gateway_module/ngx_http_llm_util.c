@@ -83,7 +83,7 @@ ngx_http_llm_json_dump(ngx_pool_t *pool, json_t *json, ngx_str_t *out)
 json_t *
 ngx_http_llm_json_str(ngx_str_t *s)
 {
-    return json_stringn((const char *) s->data, s->len);
+    return json_stringn(s->data ? (const char *) s->data : "", s->len);
 }
 
 
