@@ -752,6 +752,8 @@ ngx_http_llm_wake(ngx_http_request_t *r)
         return;
     }
 
+    r->connection->log->action = "answering an llm request";
+
     rc = ngx_http_llm_attempt_done(r, ctx, a);
 
     if (rc == NGX_AGAIN) {

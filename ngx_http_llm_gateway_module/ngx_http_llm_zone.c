@@ -103,7 +103,7 @@ ngx_http_llm_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     len = sizeof(" in llm_zone \"\"") + shm_zone->shm.name.len;
 
-    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    zone->shpool->log_ctx = ngx_slab_alloc_locked(zone->shpool, len);
     if (zone->shpool->log_ctx == NULL) {
         return NGX_ERROR;
     }
@@ -120,7 +120,8 @@ ngx_http_llm_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 static ngx_int_t
 ngx_http_llm_zone_init_sh(ngx_http_llm_zone_t *zone)
 {
-    zone->sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_llm_zone_sh_t));
+    zone->sh = ngx_slab_alloc_locked(zone->shpool,
+                                     sizeof(ngx_http_llm_zone_sh_t));
     if (zone->sh == NULL) {
         return NGX_ERROR;
     }
