@@ -11,6 +11,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use IO::Socket::INET;
+use POSIX ();
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -36,6 +38,8 @@ http {
             llm_gateway;
             llm_route  gpt-4o  openai:gpt-4o-2024-08-06;
             llm_route  text-embedding-3-small  openai;
+            llm_route  drip  openai:fault-drip;
+            llm_route  slow  openai:fault-slow;
             access_log %%TESTDIR%%/llm.log llm;
         }
 EOF
@@ -163,7 +167,8 @@ $r = http($t, $p, 'GET', '/v1/models', \%client);
 is($r->{status}, 200, 'models status');
 is($r->{json}{object}, 'list', 'models object');
 my @ids = sort map { $_->{id} } @{ $r->{json}{data} // [] };
-is_deeply(\@ids, ['gpt-4o', 'text-embedding-3-small'], 'models: routes');
+is_deeply(\@ids, ['drip', 'gpt-4o', 'slow', 'text-embedding-3-small'],
+    'models: routes');
 is($r->{json}{data}[0]{object}, 'model', 'models: object model');
 is($r->{json}{data}[0]{owned_by}, 'llm-gateway', 'models: owned_by');
 
@@ -190,6 +195,66 @@ $r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
 is($r->{text}, "echo: $big", 'big body stream');
 
 ###############################################################################
+# a provider stream arriving one byte at a time, several at once
+
+my @kids;
+for my $i (1 .. 4) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my $r = http_stream($t, $p, 'POST', '/v1/chat/completions', {},
+            { model => 'drip', stream => $T,
+              messages => [{ role => 'user', content => "drip number $i" }] });
+        POSIX::_exit(($r->{text} eq "echo: drip number $i" && $r->{done}
+            && $r->{clean}) ? 0 : 1);
+    }
+    push @kids, $pid;
+}
+$r = http_stream($t, $p, 'POST', '/v1/chat/completions', {},
+    { model => 'drip', stream => $T,
+      messages => [{ role => 'user', content => 'drip main' }] });
+is($r->{text}, 'echo: drip main', 'drip stream text');
+ok($r->{done} && $r->{clean}, 'drip stream: [DONE], clean');
+is(scalar(grep { $_->{choices}[0]{delta}{role} } @{ $r->{chunks} }), 1,
+    'drip stream: one role delta');
+my $bad = 0;
+for my $k (@kids) {
+    waitpid $k, 0;
+    $bad++ if $? != 0;
+}
+is($bad, 0, 'four concurrent drip streams, each its own answer');
+
+$r = chat({ model => 'drip',
+    messages => [{ role => 'user', content => 'drip json' }] });
+is($r->{json}{choices}[0]{message}{content}, 'echo: drip json',
+    'drip non-stream');
+
+###############################################################################
+# keepalive: two pipelined requests on one connection
+
+{
+    my $b1 = json_encode({ model => 'gpt-4o',
+        messages => [{ role => 'user', content => 'first' }] });
+    my $b2 = json_encode({ model => 'gpt-4o',
+        messages => [{ role => 'user', content => 'second' }] });
+    my $req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        . "Content-Type: application/json\r\n"
+        . "Content-Length: " . length($b1) . "\r\n\r\n$b1"
+        . "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        . "Connection: close\r\nContent-Type: application/json\r\n"
+        . "Content-Length: " . length($b2) . "\r\n\r\n$b2";
+    my $s = IO::Socket::INET->new("127.0.0.1:$p") or die;
+    print $s $req;
+    local $/;
+    local $SIG{ALRM} = sub { die "timeout\n" };
+    alarm 10;
+    my $all = eval { <$s> } // '';
+    alarm 0;
+    my @st = $all =~ m{HTTP/1\.1 (\d{3}) }g;
+    is("@st", '200 200', 'keepalive: two answers');
+    like($all, qr/echo: first.*echo: second/s, 'keepalive: in order');
+}
+
+###############################################################################
 # variables in access_log
 
 my $log = $t->wait_for_file('llm.log', qr/(?:LLM.*\n){8}/);
@@ -200,7 +265,18 @@ like($l // '', qr/provider=openai /, '$llm_provider');
 like($l // '', qr/prompt=[1-9]\d* completion=[1-9]\d* /,
     '$llm_prompt_tokens $llm_completion_tokens');
 like($l // '', qr/ttft=\d+ /, '$llm_ttft');
-like($l // '', qr/attempts=1 /, '$llm_attempts');
+like($l // '', qr/attempts=openai:gpt-4o-2024-08-06 200 \d+ms /,
+    '$llm_attempts lists the attempt');
+
+# $llm_ttft of a provider that answers after 3 s
+$r = chat({ model => 'slow',
+    messages => [{ role => 'user', content => 'take your time' }] });
+is($r->{status}, 200, 'slow provider: status');
+$log = $t->wait_for_file('llm.log', qr/model=fault-slow /);
+my ($sl) = grep { /model=fault-slow / } split /\n/, $log // '';
+my ($ttft) = ($sl // '') =~ /ttft=(\d+)/;
+ok(defined $ttft && $ttft >= 2900 && $ttft < 10000,
+    '$llm_ttft measures the provider wait') or diag($sl);
 
 # streamed usage is known too, even when the client did not ask for it
 # (DESIGN.md: the gateway asks the provider and strips the extra chunk);

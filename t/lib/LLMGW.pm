@@ -29,6 +29,10 @@ package LLMGW;
 #   LLMGW_NGINX   the nginx binary (default /usr/sbin/nginx)
 #   LLMGW_KEEP    keep the test directory (printed with diag)
 #   LLMGW_NODE    the node binary (default node)
+#   LLMGW_ASAN    1: run nginx with libasan preloaded, for a module built
+#                 with CFLAGS_EXTRA=-fsanitize=address
+#                 LDFLAGS_EXTRA=-fsanitize=address ./build.sh; reports go
+#                 to error.log and fail the test
 
 use strict;
 use warnings;
@@ -92,9 +96,16 @@ sub new {
         pid      => undef,
         done     => 0,
         no_module => $opts{no_module},
+        owner    => $$,     # forked children must not stop anything
     }, $class;
 
     push @INSTANCES, $self;
+
+    # killed (timeout, ^C): still stop nginx and the mock via END
+    for my $sig (qw(INT TERM HUP)) {
+        $SIG{$sig} = sub { exit 1 } if !$SIG{$sig} || $SIG{$sig} eq 'DEFAULT';
+    }
+
     return $self;
 }
 
@@ -319,7 +330,8 @@ sub nginx_t {
     $self->{conf_text} = $self->_subst($text) if defined $text;
     my $conf = $self->write_file('nginx_t.conf', $self->_render('error_t.log'));
     my $d = $self->{dir};
-    my $cmd = "'$self->{nginx}' -t -p '$d/' -c '$conf' -e '$d/error_t.log'"
+    my $cmd = $self->_env . "'$self->{nginx}' -t -p '$d/' -c '$conf'"
+        . " -e '$d/error_t.log'"
         . " 2>&1";
     my $out = `$cmd`;
     my $rc = $? >> 8;
@@ -368,7 +380,8 @@ sub run {
     my $d = $self->{dir};
     $self->write_file('nginx.conf', $self->_render('error.log'));
     unlink "$d/nginx.pid";
-    my $cmd = "'$self->{nginx}' -p '$d/' -c '$d/nginx.conf' -e '$d/error.log'"
+    my $cmd = $self->_env
+        . "'$self->{nginx}' -p '$d/' -c '$d/nginx.conf' -e '$d/error.log'"
         . " >>'$d/nginx.stderr' 2>&1";
     system($cmd);
     my $rc = $? >> 8;
@@ -383,6 +396,16 @@ sub run {
         . $self->error_log;
     $self->_wait_ports or die "nginx ports do not accept\n"
         . $self->error_log;
+
+    # workers that die at start leave the ports accepting and nobody
+    # answering: fail now rather than time out on every request
+    sleep 0.3;
+    if ($self->worker_crashed) {
+        my @bad = _distinct($self->bad_log_lines);
+        $self->stop;
+        die "nginx workers crash at start:\n"
+            . join("\n", @bad[0 .. ($#bad > 40 ? 40 : $#bad)]) . "\n";
+    }
     return $self;
 }
 
@@ -421,6 +444,35 @@ sub stop {
     $self->{pid} = undef;
 }
 
+# a worker died (signal): later requests use short timeouts
+sub worker_crashed {
+    my ($self) = @_;
+    return $self->{crashed} ||=
+        ($self->error_log =~ /worker process \d+ exited on signal/ ? 1 : 0);
+}
+
+# lines without their time, pids and connection numbers, once each
+sub _distinct {
+    my %seen;
+    my @out;
+    for my $l (@_) {
+        (my $k = $l) =~ s/^\S+ \S+ //;
+        $k =~ s/\d+/N/g;
+        push @out, $l unless $seen{$k}++;
+    }
+    return @out;
+}
+
+# environment for nginx
+sub _env {
+    my ($self) = @_;
+    return '' unless $ENV{LLMGW_ASAN};
+    my $lib = `gcc -print-file-name=libasan.so 2>/dev/null`;
+    chomp $lib;
+    return "LD_PRELOAD='$lib' ASAN_OPTIONS='detect_leaks=0:halt_on_error=1'"
+        . " ";
+}
+
 # lines of error.log (and nginx's stderr) that must never appear
 sub bad_log_lines {
     my ($self) = @_;
@@ -440,7 +492,7 @@ sub done {
     $self->stop;
     $self->stop_mocks;
     if (-e "$self->{dir}/error.log" || -e "$self->{dir}/nginx.stderr") {
-        my @bad = $self->bad_log_lines;
+        my @bad = _distinct($self->bad_log_lines);
         Test::More::ok(!@bad, 'error.log has no alert/crit/emerg/sanitizer'
             . ' lines') or Test::More::diag(join "\n", @bad[0 .. ($#bad > 20
                 ? 20 : $#bad)]);
@@ -452,6 +504,7 @@ sub done {
 sub DESTROY {
     my ($self) = @_;
     local $?;
+    return if $$ != ($self->{owner} // 0);
     $self->stop if $self->{pid};
     $self->stop_mocks;
 }
@@ -459,6 +512,7 @@ sub DESTROY {
 END {
     local $?;
     for my $t (@INSTANCES) {
+        next if $$ != $t->{owner};
         $t->stop if $t->{pid};
         $t->stop_mocks;
     }
@@ -518,6 +572,7 @@ sub http {
 
     my $raw = '';
     my $timeout = $opt{timeout} // 15;
+    $timeout = 2 if $timeout > 2 && ref $t && $t->{crashed};
     my $end = time + $timeout;
     my ($timed_out, $t_first, $hdr_end) = (0, undef, undef);
     while (1) {
@@ -539,6 +594,12 @@ sub http {
     close $s;
 
     my $r = _parse_response($raw);
+    if (($timed_out || !$r->{status}) && ref $t && $t->can('worker_crashed')
+        && $t->worker_crashed)
+    {
+        Test::More::diag('nginx worker crashed (see error.log)')
+            unless $t->{crash_noted}++;
+    }
     $r->{timed_out} = $timed_out;
     $r->{t_first} = $t_first;
     $r->{t_total} = time - $start;

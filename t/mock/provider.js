@@ -24,6 +24,7 @@
  *   fault-500 fault-503 fault-429 fault-529 fault-401 fault-garbage
  *   fault-html fault-truncated fault-hang fault-reset fault-drop fault-drip
  *   fault-slow
+ * (anything may follow: "fault-500-b" is fault-500 too)
  *
  * Control:
  *   GET  /__requests   recorded requests [{method,url,headers,body,json}]
@@ -952,7 +953,7 @@ function geminiEmbed(req, res, b, model, fault, batch) {
 /* --------------------------------------------------------------- server */
 
 function faultOf(model) {
-    const m = /fault-([a-z0-9]+)/.exec(String(model || ''));
+    const m = /fault-(\d{3}|[a-z]+)/.exec(String(model || ''));
     return m ? m[1] : null;
 }
 

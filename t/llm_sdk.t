@@ -1,0 +1,101 @@
+#!/usr/bin/perl
+
+# The official OpenAI SDK for Node against the gateway, for a route of each
+# provider format (t/sdk/run.mjs does the calls).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use LLMGW;
+
+my $t = LLMGW->new;
+my $sdk = "$FindBin::Bin/sdk";
+
+if (system('node -e 0 >/dev/null 2>&1') != 0) {
+    plan(skip_all => 'node not found');
+}
+
+if (!-d "$sdk/node_modules/openai") {
+    my $out = `cd '$sdk' && npm install --no-audit --no-fund 2>&1`;
+    if ($? != 0 || !-d "$sdk/node_modules/openai") {
+        # the suite must not pass silently without the SDK run
+        fail('npm install in t/sdk');
+        diag($out);
+        done_testing();
+        exit;
+    }
+}
+
+my $mock = $t->run_mock;
+$t->write_file('key', "sk-sdk-provider-key\n");
+
+my $locations = join '', map { proxy_location($_) }
+    qw(openai azure anthropic gemini);
+$t->write_conf(<<'EOF' . $locations . "    }\n}\n");
+http {
+    llm_provider openai    format=openai    pass=/_llm/openai/
+                           key_file=%%TESTDIR%%/key;
+    llm_provider azure     format=azure     pass=/_llm/azure/
+                           key_file=%%TESTDIR%%/key api_version=2024-10-21;
+    llm_provider anthropic format=anthropic pass=/_llm/anthropic/
+                           key_file=%%TESTDIR%%/key;
+    llm_provider gemini    format=gemini    pass=/_llm/gemini/
+                           key_file=%%TESTDIR%%/key;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+
+        location /v1/ {
+            llm_gateway;
+            llm_route  sdk-openai     openai:gpt-4o;
+            llm_route  sdk-azure      azure:gpt4o-deploy;
+            llm_route  sdk-anthropic  anthropic:claude-sonnet-4-5;
+            llm_route  sdk-gemini     gemini:gemini-2.0-flash;
+            llm_route  emb-openai     openai:text-embedding-3-small;
+            llm_route  emb-azure      azure:emb-deploy;
+            llm_route  emb-gemini     gemini:text-embedding-004;
+        }
+EOF
+$t->run;
+
+my $base = 'http://127.0.0.1:' . $t->port(0) . '/v1';
+
+my @runs = (
+    ['openai',    'sdk-openai',    'emb-openai'],
+    ['azure',     'sdk-azure',     'emb-azure'],
+    ['anthropic', 'sdk-anthropic', '-'],
+    ['gemini',    'sdk-gemini',    'emb-gemini'],
+);
+
+for my $run (@runs) {
+    my ($format, $model, $emb) = @$run;
+    my @out = `node '$sdk/run.mjs' '$base' '$model' '$emb' 2>&1`;
+    my $rc = $? >> 8;
+    my ($plan, $seen) = (undef, 0);
+
+    for my $l (@out) {
+        chomp $l;
+        if ($l =~ /^(not )?ok (\d+) - (.*?)(?: # SKIP (.*))?$/) {
+            my ($not, $name, $skip) = ($1, $3, $4);
+            $seen++;
+            my $why;
+            ($name, $why) = split /: /, $name, 2 if $not;
+            SKIP: {
+                skip "$format: $name: $skip", 1 if defined $skip;
+                ok(!$not, "$format: $name") or diag("$format: $name: $why");
+            }
+        } elsif ($l =~ /^1\.\.(\d+)$/) {
+            $plan = $1;
+        } else {
+            diag("$format: $l");
+        }
+    }
+
+    ok($rc == 0 && defined $plan && $plan == $seen,
+        "$format: run.mjs ran every check") or diag("exit $rc");
+}
+
+$t->done;
