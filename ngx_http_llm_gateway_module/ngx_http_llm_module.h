@@ -97,8 +97,10 @@ struct ngx_http_llm_call_s {
     ngx_str_t                   finish_reason;
     ngx_str_t                   resp_model;    /* model the provider named */
 
-    ngx_chain_t                *out;           /* stream chunks to send */
-    ngx_chain_t               **last_out;
+    /* stream events waiting to be sent, in a buffer reused once sent */
+    ngx_chain_t                *pend;
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;
 
     unsigned                    stream:1;      /* client asked stream */
     unsigned                    include_usage:1;  /* client asked usage */

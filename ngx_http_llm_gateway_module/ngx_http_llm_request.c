@@ -443,7 +443,6 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->usage.prompt = -1;
         call->usage.completion = -1;
         call->usage.cached = -1;
-        call->last_out = &call->out;
         call->stream = ctx->stream;
         call->include_usage = ctx->include_usage;
 
@@ -1212,8 +1211,6 @@ ngx_http_llm_stream_tail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t  err;
 
     call = &a->call;
-    call->out = NULL;
-    call->last_out = &call->out;
 
     if (!a->stream_done && (a->failed || call->finish_reason.len == 0)) {
         ngx_http_llm_error_set(&err, NGX_HTTP_BAD_GATEWAY, "api_error",
@@ -1260,15 +1257,14 @@ ngx_http_llm_stream_tail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    for (cl = call->out; cl->next; cl = cl->next) { /* void */ }
+    cl = call->pend;
+    call->pend = NULL;
+    cl->next = NULL;
 
     b = cl->buf;
     b->last_buf = 1;
     b->last_in_chain = 1;
     b->flush = 1;
-
-    cl = call->out;
-    call->out = NULL;
 
     return ngx_http_output_filter(r, cl);
 }
@@ -1586,13 +1582,13 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    if (!a->streaming || a->call.out == NULL) {
+    if (!a->streaming || a->call.pend == NULL) {
         return NGX_OK;
     }
 
-    out = a->call.out;
-    a->call.out = NULL;
-    a->call.last_out = &a->call.out;
+    out = a->call.pend;
+    a->call.pend = NULL;
+    out->next = NULL;
 
     if (!r->main->header_sent) {
         ctx->answer = a;
@@ -1604,11 +1600,14 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    for (cl = out; cl->next; cl = cl->next) { /* void */ }
+    out->buf->flush = 1;
 
-    cl->buf->flush = 1;
+    rc = ngx_http_next_body_filter(r, out);
 
-    return ngx_http_next_body_filter(r, out);
+    ngx_chain_update_chains(r->pool, &a->call.free, &a->call.busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_llm_gateway_module);
+
+    return rc;
 }
 
 

@@ -183,32 +183,89 @@ failed:
 }
 
 
-ngx_int_t
-ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
+static ngx_int_t
+ngx_http_llm_stream_reserve(ngx_http_llm_call_t *call, size_t n)
 {
+    size_t        size;
+    u_char       *p;
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
-    b = ngx_create_temp_buf(call->pool, data->len + sizeof("data: \n\n") - 1);
-    if (b == NULL) {
+    if (call->pend == NULL) {
+        cl = ngx_chain_get_free_buf(call->pool, &call->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = cl->buf;
+        b->tag = (ngx_buf_tag_t) &ngx_http_llm_gateway_module;
+        b->temporary = 1;
+        b->flush = 0;
+        b->last_buf = 0;
+        b->last_in_chain = 0;
+        b->pos = b->start;
+        b->last = b->start;
+
+        call->pend = cl;
+    }
+
+    b = call->pend->buf;
+
+    if ((size_t) (b->end - b->last) >= n) {
+        return NGX_OK;
+    }
+
+    size = ngx_max((size_t) (b->end - b->start) * 2, (b->last - b->pos) + n);
+    size = ngx_max(size, 4096);
+
+    p = ngx_pnalloc(call->pool, size);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
+    b->last = ngx_cpymem(p, b->pos, b->last - b->pos);
+    b->start = p;
+    b->pos = p;
+    b->end = p + size;
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_http_llm_stream_dump_cb(const char *buffer, size_t size, void *data)
+{
+    ngx_http_llm_call_t *call = data;
+
+    ngx_buf_t  *b;
+
+    if (ngx_http_llm_stream_reserve(call, size) != NGX_OK) {
+        return -1;
+    }
+
+    b = call->pend->buf;
+    b->last = ngx_cpymem(b->last, buffer, size);
+
+    return 0;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
+{
+    ngx_buf_t  *b;
+
+    if (ngx_http_llm_stream_reserve(call, data->len + sizeof("data: \n\n"))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b = call->pend->buf;
     b->last = ngx_cpymem(b->last, "data: ", sizeof("data: ") - 1);
     b->last = ngx_cpymem(b->last, data->data, data->len);
     *b->last++ = '\n';
     *b->last++ = '\n';
-
-    cl = ngx_alloc_chain_link(call->pool);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    *call->last_out = cl;
-    call->last_out = &cl->next;
 
     return NGX_OK;
 }
@@ -217,22 +274,35 @@ ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
 ngx_int_t
 ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
 {
-    ngx_int_t  rc;
-    ngx_str_t  s;
+    int         rc;
+    ngx_buf_t  *b;
 
     if (chunk == NULL) {
         return NGX_ERROR;
     }
 
-    rc = ngx_http_llm_json_dump(call->pool, chunk, &s);
-
-    json_decref(chunk);
-
-    if (rc != NGX_OK) {
+    if (ngx_http_llm_stream_reserve(call, 512) != NGX_OK) {
+        json_decref(chunk);
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_stream_emit_raw(call, &s);
+    b = call->pend->buf;
+    b->last = ngx_cpymem(b->last, "data: ", sizeof("data: ") - 1);
+
+    rc = json_dump_callback(chunk, ngx_http_llm_stream_dump_cb, call,
+                            JSON_COMPACT | JSON_REAL_PRECISION(10));
+
+    json_decref(chunk);
+
+    if (rc != 0 || ngx_http_llm_stream_reserve(call, 2) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = call->pend->buf;
+    *b->last++ = '\n';
+    *b->last++ = '\n';
+
+    return NGX_OK;
 }
 
 
