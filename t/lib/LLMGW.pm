@@ -469,8 +469,9 @@ sub _env {
     return '' unless $ENV{LLMGW_ASAN};
     my $lib = `gcc -print-file-name=libasan.so 2>/dev/null`;
     chomp $lib;
-    return "LD_PRELOAD='$lib' ASAN_OPTIONS='detect_leaks=0:halt_on_error=1'"
-        . " ";
+    my $leaks = $ENV{LLMGW_LEAKS} ? 1 : 0;
+    return "LD_PRELOAD='$lib' "
+        . "ASAN_OPTIONS='detect_leaks=$leaks:halt_on_error=1' ";
 }
 
 # lines of error.log (and nginx's stderr) that must never appear
