@@ -868,7 +868,7 @@ ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_loc_conf_t *llcf = conf;
 
-    u_char                    *colon;
+    u_char                    *colon, *p;
     ngx_int_t                  n;
     ngx_str_t                 *value, name;
     ngx_uint_t                 i, j;
@@ -1015,6 +1015,29 @@ ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "llm_route \"%V\": no targets", &value[1]);
         return NGX_CONF_ERROR;
     }
+
+    /* the whole line, so that routes of one name in other locations keep
+     * their own round-robin position */
+
+    n = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        n += value[i].len + 1;
+    }
+
+    p = ngx_pnalloc(cf->pool, n);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    route->key.data = p;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        p = ngx_cpymem(p, value[i].data, value[i].len);
+        *p++ = ' ';
+    }
+
+    route->key.len = n - 1;
 
     t = route->targets.elts;
 

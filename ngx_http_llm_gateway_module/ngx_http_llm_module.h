@@ -47,6 +47,8 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                   name;          /* public name or "*" */
+    ngx_str_t                   key;           /* name and targets: the
+                                                  round-robin state's key */
     ngx_array_t                 targets;       /* ngx_http_llm_target_t */
 } ngx_http_llm_route_t;
 
@@ -289,6 +291,7 @@ struct ngx_http_llm_ctx_s {
                                                   nginx's own page */
     unsigned                    stream:1;
     unsigned                    include_usage:1;
+    unsigned                    not_429:1;     /* a failure other than 429 */
     unsigned                    own:1;         /* our response headers */
     unsigned                    replacing:1;
     unsigned                    replaced:1;

@@ -826,7 +826,11 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                   && (a->failed
                                       || a->call.finish_reason.len == 0));
 
-        if (ngx_http_llm_record(r, ctx, a, a->failed ? "broken" : NULL)
+        if (ngx_http_llm_record(r, ctx, a,
+                                (!a->stream_done
+                                 && (a->failed
+                                     || a->call.finish_reason.len == 0))
+                                ? "broken" : NULL)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -979,6 +983,10 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (!(fallback & NGX_HTTP_LLM_FB_OFF) && (fallback & cond)) {
 
+        if (cond != NGX_HTTP_LLM_FB_429) {
+            ctx->not_429 = 1;
+        }
+
         rc = ngx_http_llm_attempt_start(r, ctx);
 
         if (rc == NGX_OK) {
@@ -991,8 +999,9 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         /* NGX_DECLINED or NGX_BUSY: no target is left to try */
 
-        if (ctx->nattempts > 1) {
-            /* every target failed */
+        if (ctx->nattempts > 1 && ctx->not_429) {
+            /* every target failed; when every one of them was rate
+             * limited, the last 429 and its Retry-After go to the client */
             err.status = a->timedout ? NGX_HTTP_GATEWAY_TIME_OUT
                                      : NGX_HTTP_BAD_GATEWAY;
         }

@@ -148,7 +148,7 @@ ngx_http_llm_route_pick(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (total && best < n) {
         cw = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_WRR,
-                                   &ctx->route->name, n * sizeof(ngx_int_t));
+                                   &ctx->route->key, n * sizeof(ngx_int_t));
 
         if (cw) {
             best = n;

@@ -24,6 +24,13 @@
  *   fault-500 fault-503 fault-429 fault-529 fault-401 fault-garbage
  *   fault-html fault-truncated fault-hang fault-reset fault-drop fault-drip
  *   fault-slow
+ * and, for pause requests and timing:
+ *   fault-waitms     503 with retry-after-ms: 1500 only
+ *   fault-ratelimit  429 with x-ratelimit-remaining-requests: 0 and
+ *                    x-ratelimit-reset-requests: 2s, no retry-after
+ *   fault-longpause  429 with retry-after: 30
+ *   fault-pausedate  503 with retry-after as an HTTP date 5s ahead
+ *   fault-slowfail   503 (no pause request) after 1.2 seconds
  * (anything may follow: "fault-500-b" is fault-500 too)
  *
  * Control:
@@ -287,6 +294,45 @@ function earlyFault(format, fault, res, req) {
         res.end(page);
         return true;
     }
+    case 'waitms':
+        /* a pause in milliseconds only */
+        sendJSON(res, 503, errorBody(format, 503,
+            'The engine is currently overloaded, please try again later.'),
+            { 'retry-after-ms': '1500' });
+        return true;
+    case 'ratelimit':
+        /* OpenAI's rate-limit headers without retry-after: the request
+         * limit is used up (resets in 2s), the token limit is not */
+        sendJSON(res, 429, errorBody(format, 429,
+            'Rate limit reached for requests.'), {
+            'x-ratelimit-limit-requests': '60',
+            'x-ratelimit-remaining-requests': '0',
+            'x-ratelimit-reset-requests': '2s',
+            'x-ratelimit-limit-tokens': '150000',
+            'x-ratelimit-remaining-tokens': '149000',
+            'x-ratelimit-reset-tokens': '6m0s',
+        });
+        return true;
+    case 'longpause':
+        sendJSON(res, 429, errorBody(format, 429,
+            'Rate limit reached for requests. Please try again in 30s.'), {
+            'retry-after': '30',
+            'x-ratelimit-remaining-requests': '0',
+            'x-ratelimit-reset-requests': '30s',
+        });
+        return true;
+    case 'pausedate':
+        /* Retry-After as an HTTP date, 5 seconds ahead */
+        sendJSON(res, 503, errorBody(format, 503,
+            'The engine is currently overloaded, please try again later.'),
+            { 'retry-after': new Date(Date.now() + 5000).toUTCString() });
+        return true;
+    case 'slowfail':
+        /* 503 without a pause request, after 1.2 seconds */
+        setTimeout(() => sendJSON(res, 503, errorBody(format, 503,
+            'The engine is currently overloaded, please try again later.')),
+        1200);
+        return true;
     case 'hang':
         hanging.add(req.socket);
         req.socket.on('close', () => hanging.delete(req.socket));
