@@ -13,26 +13,7 @@ top=$(cd "$(dirname "$0")" && pwd)
 conf=$top/examples/quickstart.conf
 gw=http://127.0.0.1:8080
 
-if command -v apt-get >/dev/null 2>&1; then
-    missing=()
-    for pkg in nginx nginx-dev libjansson-dev libhiredis-dev gcc make curl; do
-        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-        if [ "$status" != "install ok installed" ]; then
-            missing+=("$pkg")
-        fi
-    done
-
-    if [ ${#missing[@]} -gt 0 ]; then
-        sudo=
-        if [ "$(id -u)" -ne 0 ]; then
-            sudo=sudo
-        fi
-        echo "quickstart: installing ${missing[*]}"
-        $sudo apt-get update
-        $sudo env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y "${missing[@]}"
-    fi
-fi
+"$top/scripts/deps.sh" nginx nginx-dev libjansson-dev libhiredis-dev gcc make curl
 
 # /usr/sbin is not in every user's PATH
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
