@@ -97,7 +97,8 @@ ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver = {
     ngx_http_llm_anthropic_build_request,
     ngx_http_llm_anthropic_parse_response,
     ngx_http_llm_anthropic_parse_stream_event,
-    ngx_http_llm_anthropic_map_error
+    ngx_http_llm_anthropic_map_error,
+    NULL
 };
 
 

@@ -94,7 +94,8 @@ ngx_http_llm_driver_t  ngx_http_llm_gemini_driver = {
     ngx_http_llm_gemini_build_request,
     ngx_http_llm_gemini_parse_response,
     ngx_http_llm_gemini_parse_stream_event,
-    ngx_http_llm_gemini_map_error
+    ngx_http_llm_gemini_map_error,
+    NULL
 };
 
 

@@ -440,7 +440,7 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_gateway_module);
 
-    if (ctx == NULL || (ctx->body == NULL && ctx->nattempts == 0)) {
+    if (ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }

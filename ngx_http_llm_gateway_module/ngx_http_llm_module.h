@@ -14,12 +14,21 @@
 #include <jansson.h>
 
 #include "ngx_http_llm_zone.h"
+#include "ngx_http_llm_json.h"
 
 
 #define NGX_HTTP_LLM_CHAT            1
 #define NGX_HTTP_LLM_EMBEDDINGS      2
 
 #define NGX_HTTP_LLM_DEFAULT_MAX_TOKENS  4096
+
+/* top-level members of the client's body, found by the core */
+#define NGX_HTTP_LLM_M_MODEL           0
+#define NGX_HTTP_LLM_M_MESSAGES        1
+#define NGX_HTTP_LLM_M_INPUT           2
+#define NGX_HTTP_LLM_M_STREAM          3
+#define NGX_HTTP_LLM_M_STREAM_OPTIONS  4
+#define NGX_HTTP_LLM_M_N               5
 
 
 typedef struct ngx_http_llm_driver_s  ngx_http_llm_driver_t;
@@ -81,7 +90,10 @@ struct ngx_http_llm_call_s {
     ngx_log_t                  *log;
 
     ngx_uint_t                  endpoint;      /* NGX_HTTP_LLM_CHAT, ... */
-    json_t                     *request;       /* client body, read only */
+    json_t                     *request;       /* client body, read only;
+                                                  NULL for raw drivers */
+    ngx_str_t                   raw;           /* client body as sent */
+    ngx_str_t                  *members;       /* NGX_HTTP_LLM_M_* spans */
     ngx_http_llm_provider_t    *provider;
     ngx_str_t                   model;         /* provider's model name */
     ngx_str_t                   public_model;  /* model the client asked */
@@ -90,6 +102,7 @@ struct ngx_http_llm_call_s {
     ngx_str_t                   uri;           /* relative to pass: "v1/..." */
     ngx_str_t                   args;          /* without "?" */
     json_t                     *body;          /* owned by the call */
+    ngx_str_t                   raw_body;      /* or the body as bytes */
 
     /* response side */
     void                       *state;         /* driver's stream state */
@@ -159,6 +172,15 @@ struct ngx_http_llm_driver_s {
     void                      (*map_error)(ngx_http_llm_call_t *call,
                                   ngx_uint_t status, ngx_str_t *body,
                                   ngx_http_llm_error_t *err);
+
+    /*
+     * Optional, for formats close to the client's: a whole 2xx body as
+     * bytes; NGX_OK sends it unchanged, NGX_DECLINED: invalid response.
+     * A driver that has it gets no call->request (it reads call->raw
+     * and call->members) and sets call->raw_body instead of call->body.
+     */
+    ngx_int_t                 (*parse_raw)(ngx_http_llm_call_t *call,
+                                  ngx_str_t *body);
 };
 
 
@@ -270,7 +292,9 @@ struct ngx_http_llm_ctx_s {
     ngx_http_request_t         *request;
     ngx_http_llm_loc_conf_t    *conf;
 
-    json_t                     *body;
+    json_t                     *body;          /* parsed when needed */
+    ngx_str_t                   raw;
+    ngx_str_t                   members[NGX_HTTP_LLM_M_N];
     ngx_uint_t                  endpoint;
     ngx_str_t                   model;
 

@@ -9,8 +9,7 @@
 
 static ngx_int_t ngx_http_llm_openai_build(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_build(ngx_http_llm_call_t *call);
-static ngx_int_t ngx_http_llm_openai_body(ngx_http_llm_call_t *call,
-    ngx_uint_t keep_model);
+static ngx_int_t ngx_http_llm_azure_body(ngx_http_llm_call_t *call);
 static void ngx_http_llm_openai_usage(ngx_http_llm_call_t *call,
     json_t *usage);
 static ngx_int_t ngx_http_llm_openai_parse(ngx_http_llm_call_t *call,
@@ -19,6 +18,13 @@ static ngx_int_t ngx_http_llm_openai_event(ngx_http_llm_call_t *call,
     ngx_str_t *event, ngx_str_t *data);
 static void ngx_http_llm_openai_error(ngx_http_llm_call_t *call,
     ngx_uint_t status, ngx_str_t *body, ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_openai_splice(ngx_http_llm_call_t *call);
+static ngx_int_t ngx_http_llm_openai_parse_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *body);
+static void ngx_http_llm_openai_usage_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *usage);
+static ngx_int_t ngx_http_llm_openai_copy(ngx_http_llm_call_t *call,
+    ngx_str_t *v, ngx_str_t *to);
 
 
 ngx_http_llm_driver_t  ngx_http_llm_openai_driver = {
@@ -29,7 +35,8 @@ ngx_http_llm_driver_t  ngx_http_llm_openai_driver = {
     ngx_http_llm_openai_build,
     ngx_http_llm_openai_parse,
     ngx_http_llm_openai_event,
-    ngx_http_llm_openai_error
+    ngx_http_llm_openai_error,
+    ngx_http_llm_openai_parse_raw
 };
 
 
@@ -41,7 +48,8 @@ ngx_http_llm_driver_t  ngx_http_llm_azure_driver = {
     ngx_http_llm_azure_build,
     ngx_http_llm_openai_parse,
     ngx_http_llm_openai_event,
-    ngx_http_llm_openai_error
+    ngx_http_llm_openai_error,
+    NULL
 };
 
 
@@ -55,7 +63,194 @@ ngx_http_llm_openai_build(ngx_http_llm_call_t *call)
         ngx_str_set(&call->uri, "v1/chat/completions");
     }
 
-    return ngx_http_llm_openai_body(call, 1);
+    return ngx_http_llm_openai_splice(call);
+}
+
+
+/*
+ * The client's body goes out as it came, with the target's model put in
+ * and, for streams, usage asked for: two splices, no parse.
+ */
+
+static ngx_int_t
+ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
+{
+    u_char      *p, *last, *brace;
+    size_t       len;
+    ngx_str_t   *model, *opts, with[2];
+    ngx_uint_t   i, n;
+    u_char      *from[2], *to[2], *tp;
+    ngx_str_t    tw;
+
+    static ngx_str_t  usage = ngx_string("{\"include_usage\":true}");
+    static ngx_str_t  member =
+        ngx_string("\"stream_options\":{\"include_usage\":true},");
+
+    model = &call->members[NGX_HTTP_LLM_M_MODEL];
+    opts = &call->members[NGX_HTTP_LLM_M_STREAM_OPTIONS];
+
+    n = 0;
+    len = call->raw.len;
+
+    if (call->model.data != call->public_model.data) {
+        with[n].len = 2 + call->model.len
+                      + ngx_escape_json(NULL, call->model.data,
+                                        call->model.len);
+        with[n].data = ngx_pnalloc(call->pool, with[n].len);
+        if (with[n].data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = with[n].data;
+        *p++ = '"';
+        p = (u_char *) ngx_escape_json(p, call->model.data, call->model.len);
+        *p = '"';
+
+        from[n] = model->data;
+        to[n] = model->data + model->len;
+        len += with[n].len;
+        n++;
+    }
+
+    if (call->stream) {
+        if (opts->len) {
+            from[n] = opts->data;
+            to[n] = opts->data + opts->len;
+            with[n] = usage;
+
+        } else {
+            brace = ngx_strlchr(call->raw.data,
+                                call->raw.data + call->raw.len, '{');
+            from[n] = brace + 1;
+            to[n] = brace + 1;
+            with[n] = member;
+        }
+
+        len += with[n].len;
+        n++;
+    }
+
+    if (n == 0) {
+        call->raw_body = call->raw;
+        return NGX_OK;
+    }
+
+    if (n == 2 && from[1] < from[0]) {
+        tp = from[0]; from[0] = from[1]; from[1] = tp;
+        tp = to[0]; to[0] = to[1]; to[1] = tp;
+        tw = with[0]; with[0] = with[1]; with[1] = tw;
+    }
+
+    p = ngx_pnalloc(call->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->raw_body.data = p;
+    last = call->raw.data;
+
+    for (i = 0; i < n; i++) {
+        p = ngx_cpymem(p, last, from[i] - last);
+        p = ngx_cpymem(p, with[i].data, with[i].len);
+        last = to[i];
+    }
+
+    p = ngx_cpymem(p, last, call->raw.data + call->raw.len - last);
+
+    call->raw_body.len = p - call->raw_body.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_openai_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
+{
+    ngx_str_t  v[2];
+
+    static const char  *chat[] = { "choices", "usage", NULL };
+    static const char  *embeddings[] = { "data", "usage", NULL };
+
+    if (ngx_http_llm_json_members(body->data, body->data + body->len,
+                                  call->endpoint == NGX_HTTP_LLM_EMBEDDINGS
+                                  ? embeddings : chat, v)
+        != NGX_OK
+        || v[0].len == 0 || v[0].data[0] != '[')
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_llm_openai_usage_raw(call, &v[1]);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_openai_usage_raw(ngx_http_llm_call_t *call, ngx_str_t *usage)
+{
+    ngx_int_t  n;
+    ngx_str_t  v[3], d[1];
+
+    static const char  *names[] = {
+        "prompt_tokens", "completion_tokens", "prompt_tokens_details", NULL
+    };
+
+    static const char  *details[] = { "cached_tokens", NULL };
+
+    if (usage->len == 0 || usage->data[0] != '{'
+        || ngx_http_llm_json_members(usage->data, usage->data + usage->len,
+                                     names, v)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    n = ngx_http_llm_json_int(&v[0]);
+    if (n >= 0) {
+        call->usage.prompt = n;
+    }
+
+    n = ngx_http_llm_json_int(&v[1]);
+    if (n >= 0) {
+        call->usage.completion = n;
+
+    } else if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
+        call->usage.completion = 0;
+    }
+
+    if (v[2].len && v[2].data[0] == '{'
+        && ngx_http_llm_json_members(v[2].data, v[2].data + v[2].len,
+                                     details, d)
+           == NGX_OK)
+    {
+        n = ngx_http_llm_json_int(&d[0]);
+        if (n >= 0) {
+            call->usage.cached = n;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_openai_copy(ngx_http_llm_call_t *call, ngx_str_t *v,
+    ngx_str_t *to)
+{
+    ngx_str_t  s;
+
+    if (v->len == 0 || ngx_http_llm_json_string(call->pool, v, &s) != NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    to->data = ngx_pstrdup(call->pool, &s);
+    if (to->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    to->len = s.len;
+
+    return NGX_OK;
 }
 
 
@@ -90,12 +285,12 @@ ngx_http_llm_azure_build(ngx_http_llm_call_t *call)
     p = ngx_sprintf(p, "api-version=%V", ver);
     call->args.len = p - call->args.data;
 
-    return ngx_http_llm_openai_body(call, 0);
+    return ngx_http_llm_azure_body(call);
 }
 
 
 static ngx_int_t
-ngx_http_llm_openai_body(ngx_http_llm_call_t *call, ngx_uint_t keep_model)
+ngx_http_llm_azure_body(ngx_http_llm_call_t *call)
 {
     json_t  *body, *opts;
 
@@ -106,17 +301,7 @@ ngx_http_llm_openai_body(ngx_http_llm_call_t *call, ngx_uint_t keep_model)
         return NGX_ERROR;
     }
 
-    if (keep_model) {
-        if (json_object_set_new(body, "model",
-                                ngx_http_llm_json_str(&call->model))
-            != 0)
-        {
-            goto failed;
-        }
-
-    } else {
-        json_object_del(body, "model");
-    }
+    json_object_del(body, "model");
 
     if (call->stream) {
 
@@ -196,99 +381,91 @@ static ngx_int_t
 ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
     ngx_str_t *data)
 {
-    json_t        *chunk, *choices, *v;
-    ngx_int_t      rc;
-    ngx_str_t      s;
-    json_error_t   jerr;
+    u_char     *p, *last;
+    ngx_str_t   m[6], c[1], choice;
+
+    static const char  *names[] = {
+        "error", "usage", "choices", "id", "model", "created", NULL
+    };
+
+    static const char  *finish[] = { "finish_reason", NULL };
 
     if (data->len == 6 && ngx_strncmp(data->data, "[DONE]", 6) == 0) {
         return NGX_DONE;
     }
 
-    chunk = json_loadb((char *) data->data, data->len, 0, &jerr);
+    /* chunks pass as they are: they are only looked at, not rebuilt */
 
-    if (!json_is_object(chunk)) {
-        json_decref(chunk);
+    if (ngx_http_llm_json_members(data->data, data->data + data->len, names,
+                                  m)
+        != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
-    v = json_object_get(chunk, "error");
-
-    if (v) {
+    if (m[0].len && m[0].data[0] == '{') {
         /* an error in the middle of a stream goes to the client as is */
-        rc = ngx_http_llm_stream_emit_raw(call, data);
-        json_decref(chunk);
-        return rc == NGX_OK ? NGX_DONE : NGX_ERROR;
+        if (ngx_http_llm_stream_emit_raw(call, data) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_DONE;
     }
 
     if (call->id.len == 0) {
-        ngx_http_llm_json_get_str(chunk, "id", &s);
-
-        if (s.len) {
-            call->id.data = ngx_pstrdup(call->pool, &s);
-            if (call->id.data == NULL) {
-                json_decref(chunk);
-                return NGX_ERROR;
-            }
-
-            call->id.len = s.len;
+        if (ngx_http_llm_openai_copy(call, &m[3], &call->id) != NGX_OK
+            || ngx_http_llm_openai_copy(call, &m[4], &call->resp_model)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
         }
 
-        ngx_http_llm_json_get_str(chunk, "model", &s);
-
-        if (s.len) {
-            call->resp_model.data = ngx_pstrdup(call->pool, &s);
-            if (call->resp_model.data == NULL) {
-                json_decref(chunk);
-                return NGX_ERROR;
-            }
-
-            call->resp_model.len = s.len;
-        }
-
-        v = json_object_get(chunk, "created");
-        if (json_is_integer(v)) {
-            call->created = json_integer_value(v);
+        if (m[5].len && ngx_http_llm_json_int(&m[5]) > 0) {
+            call->created = ngx_http_llm_json_int(&m[5]);
         }
     }
 
-    v = json_object_get(chunk, "usage");
+    ngx_http_llm_openai_usage_raw(call, &m[1]);
 
-    if (json_is_object(v)) {
-        ngx_http_llm_openai_usage(call, v);
+    if (m[2].len == 0 || m[2].data[0] != '[') {
+        return NGX_DECLINED;
     }
 
-    choices = json_object_get(chunk, "choices");
+    p = m[2].data + 1;
+    last = m[2].data + m[2].len - 1;
 
-    if (json_is_array(choices) && json_array_size(choices) == 0) {
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    if (p == last) {
         /* the usage chunk: the core sends its own if the client asked */
-        json_decref(chunk);
         return NGX_OK;
     }
 
-    if (call->finish_reason.len == 0) {
-        ngx_http_llm_json_get_str(json_array_get(choices, 0),
-                                  "finish_reason", &s);
+    if (call->finish_reason.len == 0 && *p == '{') {
+        choice.data = p;
+        choice.len = last - p;
 
-        if (s.len) {
-            call->finish_reason.data = ngx_pstrdup(call->pool, &s);
-            if (call->finish_reason.data == NULL) {
-                json_decref(chunk);
-                return NGX_ERROR;
-            }
+        /* the first choice only */
 
-            call->finish_reason.len = s.len;
+        p = ngx_http_llm_json_skip(choice.data, last);
+
+        if (p != NULL) {
+            choice.len = p - choice.data;
+        }
+
+        if (p != NULL
+            && ngx_http_llm_json_members(choice.data,
+                                         choice.data + choice.len, finish, c)
+               == NGX_OK
+            && ngx_http_llm_openai_copy(call, &c[0], &call->finish_reason)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
         }
     }
 
-    if (json_is_object(v)) {
-        /* usage riding on a content chunk: keep it from the client */
-        json_object_del(chunk, "usage");
-        call->role_sent = 1;
-        return ngx_http_llm_stream_emit(call, chunk);
-    }
-
-    json_decref(chunk);
     call->role_sent = 1;
 
     return ngx_http_llm_stream_emit_raw(call, data);

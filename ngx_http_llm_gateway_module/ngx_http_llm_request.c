@@ -16,6 +16,8 @@ static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
 static void ngx_http_llm_json_cleanup(void *data);
 static ngx_int_t ngx_http_llm_validate(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_parse_request(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_plan(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_attempt_start(ngx_http_request_t *r,
@@ -68,8 +70,6 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 {
     ngx_int_t              rc;
     ngx_str_t              raw;
-    json_error_t           jerr;
-    ngx_pool_cleanup_t    *cln;
     ngx_http_llm_ctx_t    *ctx;
     ngx_http_llm_error_t   err;
 
@@ -80,16 +80,7 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    ctx->body = json_loadb((char *) raw.data, raw.len, 0, &jerr);
-
-    cln->handler = ngx_http_llm_json_cleanup;
-    cln->data = ctx->body;
+    ctx->raw = raw;
 
     if (ngx_http_llm_validate(r, ctx, &err) != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -119,6 +110,24 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "llm: no route for model \"%V\"", &ctx->model);
+
+        ngx_http_finalize_request(r, ngx_http_llm_send_error(r, ctx, &err));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_llm_parse_request(r, ctx);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_llm_error_set(&err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_json", NULL,
+                               NULL);
+        ngx_str_set(&err.message, "We could not parse the JSON body of "
+                                  "your request (invalid UTF-8?).");
 
         ngx_http_finalize_request(r, ngx_http_llm_send_error(r, ctx, &err));
         return;
@@ -226,13 +235,65 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *out)
 }
 
 
+/*
+ * Formats other than OpenAI's need the body as a tree: it is parsed once,
+ * and only when a target of the route needs it.
+ */
+
+static ngx_int_t
+ngx_http_llm_parse_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_uint_t              i;
+    json_error_t            jerr;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_llm_target_t  *t;
+
+    t = ctx->route->targets.elts;
+
+    for (i = 0; i < ctx->route->targets.nelts; i++) {
+        if (t[i].provider->driver->parse_raw == NULL) {
+            break;
+        }
+    }
+
+    if (i == ctx->route->targets.nelts) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->body = json_loadb((char *) ctx->raw.data, ctx->raw.len, 0, &jerr);
+
+    cln->handler = ngx_http_llm_json_cleanup;
+    cln->data = ctx->body;
+
+    return ctx->body ? NGX_OK : NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err)
 {
-    json_t  *v;
+    u_char     *p, *last;
+    ngx_int_t   rc;
+    ngx_str_t  *m, *v, opt[1];
 
-    if (ctx->body == NULL) {
+    static const char  *names[] = {
+        "model", "messages", "input", "stream", "stream_options", NULL
+    };
+
+    static const char  *options[] = { "include_usage", NULL };
+
+    m = ctx->members;
+
+    rc = ngx_http_llm_json_members(ctx->raw.data,
+                                   ctx->raw.data + ctx->raw.len, names, m);
+
+    if (rc == NGX_ERROR) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "invalid_json", NULL,
                                NULL);
@@ -242,7 +303,7 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (!json_is_object(ctx->body)) {
+    if (rc == NGX_DECLINED) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "invalid_type", NULL,
                                NULL);
@@ -251,9 +312,12 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    v = json_object_get(ctx->body, "model");
+#define ngx_http_llm_is(v, s)                                                \
+    ((v)->len == sizeof(s) - 1 && ngx_strncmp((v)->data, s, (v)->len) == 0)
 
-    if (v == NULL || json_is_null(v)) {
+    v = &m[NGX_HTTP_LLM_M_MODEL];
+
+    if (v->len == 0 || ngx_http_llm_is(v, "null")) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error",
                                "missing_required_parameter", "model", NULL);
@@ -261,7 +325,13 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (!json_is_string(v) || json_string_length(v) == 0) {
+    rc = ngx_http_llm_json_string(r->pool, v, &ctx->model);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED || ctx->model.len == 0) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "invalid_type",
                                "model", NULL);
@@ -270,13 +340,10 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ctx->model.data = (u_char *) json_string_value(v);
-    ctx->model.len = json_string_length(v);
-
     if (ctx->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
-        v = json_object_get(ctx->body, "input");
+        v = &m[NGX_HTTP_LLM_M_INPUT];
 
-        if (v == NULL || json_is_null(v)) {
+        if (v->len == 0 || ngx_http_llm_is(v, "null")) {
             ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error",
                                    "missing_required_parameter", "input",
@@ -286,7 +353,7 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             return NGX_ERROR;
         }
 
-        if (!json_is_string(v) && !json_is_array(v)) {
+        if (v->data[0] != '"' && v->data[0] != '[') {
             ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                    "invalid_request_error", "invalid_type",
                                    "input", NULL);
@@ -298,9 +365,9 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_OK;
     }
 
-    v = json_object_get(ctx->body, "messages");
+    v = &m[NGX_HTTP_LLM_M_MESSAGES];
 
-    if (v == NULL || json_is_null(v)) {
+    if (v->len == 0 || ngx_http_llm_is(v, "null")) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error",
                                "missing_required_parameter", "messages",
@@ -310,7 +377,7 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (!json_is_array(v)) {
+    if (v->data[0] != '[') {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "invalid_type",
                                "messages", NULL);
@@ -319,7 +386,14 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (json_array_size(v) == 0) {
+    p = v->data + 1;
+    last = v->data + v->len - 1;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    if (p == last) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "empty_array",
                                "messages", NULL);
@@ -329,9 +403,11 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    v = json_object_get(ctx->body, "stream");
+    v = &m[NGX_HTTP_LLM_M_STREAM];
 
-    if (v && !json_is_boolean(v) && !json_is_null(v)) {
+    if (v->len && !ngx_http_llm_is(v, "true") && !ngx_http_llm_is(v, "false")
+        && !ngx_http_llm_is(v, "null"))
+    {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "invalid_type",
                                "stream", NULL);
@@ -340,11 +416,18 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ctx->stream = json_is_true(v);
+    ctx->stream = ngx_http_llm_is(v, "true");
 
-    v = json_object_get(json_object_get(ctx->body, "stream_options"),
-                        "include_usage");
-    ctx->include_usage = json_is_true(v);
+    v = &m[NGX_HTTP_LLM_M_STREAM_OPTIONS];
+
+    if (v->len && v->data[0] == '{'
+        && ngx_http_llm_json_members(v->data, v->data + v->len, options, opt)
+           == NGX_OK)
+    {
+        ctx->include_usage = ngx_http_llm_is(&opt[0], "true");
+    }
+
+#undef ngx_http_llm_is
 
     return NGX_OK;
 }
@@ -435,7 +518,9 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->pool = r->pool;
         call->log = r->connection->log;
         call->endpoint = ctx->endpoint;
-        call->request = ctx->body;
+        call->request = t->provider->driver->parse_raw ? NULL : ctx->body;
+        call->raw = ctx->raw;
+        call->members = ctx->members;
         call->provider = t->provider;
         call->model = t->model.len ? t->model : ctx->model;
         call->public_model = ctx->model;
@@ -461,13 +546,18 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        rc = ngx_http_llm_json_dump(r->pool, call->body, &body);
+        if (call->body) {
+            rc = ngx_http_llm_json_dump(r->pool, call->body, &body);
 
-        json_decref(call->body);
-        call->body = NULL;
+            json_decref(call->body);
+            call->body = NULL;
 
-        if (rc != NGX_OK) {
-            return NGX_ERROR;
+            if (rc != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            body = call->raw_body;
         }
 
         if (ngx_http_llm_subrequest(r, ctx, a, &body) != NGX_OK) {
@@ -901,6 +991,9 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         } else if (a->too_big) {
             in = NULL;
             rc = NGX_DECLINED;
+
+        } else if (drv->parse_raw) {
+            rc = drv->parse_raw(&a->call, &body);
 
         } else {
             in = json_loadb((char *) body.data, body.len, 0, &jerr);

@@ -1,0 +1,47 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#ifndef _NGX_HTTP_LLM_JSON_H_INCLUDED_
+#define _NGX_HTTP_LLM_JSON_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/*
+ * A validating JSON scanner that builds nothing: it checks a document and
+ * finds the values of named members of an object, as spans of the input.
+ * It serves the hot paths (OpenAI to OpenAI) where a full parse with
+ * jansson would cost more than the rest of the request.
+ */
+
+#define NGX_HTTP_LLM_JSON_MAX_DEPTH  256
+
+
+/*
+ * p..last must hold exactly one JSON value (white space around it is
+ * allowed).  If it is an object, the values of the members named in names
+ * (NULL-terminated) go to values[] (len 0: absent); the last occurrence
+ * wins.  NGX_OK: an object; NGX_DECLINED: valid JSON, not an object;
+ * NGX_ERROR: not valid JSON.
+ */
+ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
+    const char **names, ngx_str_t *values);
+
+/* the end of the JSON value that starts at p, NULL if it is not valid */
+u_char *ngx_http_llm_json_skip(u_char *p, u_char *last);
+
+/* a number span as an integer, -1 if it is none */
+ngx_int_t ngx_http_llm_json_int(ngx_str_t *v);
+
+/* the text of a string span without quotes, unescaped into pool memory
+ * when needed; NGX_DECLINED: not a string */
+ngx_int_t ngx_http_llm_json_string(ngx_pool_t *pool, ngx_str_t *v,
+    ngx_str_t *s);
+
+
+#endif /* _NGX_HTTP_LLM_JSON_H_INCLUDED_ */
