@@ -9,6 +9,8 @@
 
 static u_char *ngx_http_llm_json_value(u_char *p, u_char *last,
     ngx_uint_t depth);
+static u_char *ngx_http_llm_json_object(u_char *p, u_char *last,
+    ngx_uint_t depth, const char **names, ngx_str_t *values);
 static u_char *ngx_http_llm_json_str(u_char *p, u_char *last);
 static u_char *ngx_http_llm_json_number(u_char *p, u_char *last);
 
@@ -25,9 +27,7 @@ ngx_int_t
 ngx_http_llm_json_members(u_char *p, u_char *last, const char **names,
     ngx_str_t *values)
 {
-    u_char      *key, *v;
-    size_t       len;
-    ngx_uint_t   i, first;
+    ngx_uint_t  i, object;
 
     for (i = 0; names && names[i]; i++) {
         ngx_str_null(&values[i]);
@@ -35,156 +35,34 @@ ngx_http_llm_json_members(u_char *p, u_char *last, const char **names,
 
     ngx_http_llm_json_ws(p, last);
 
-    if (p == last) {
+    object = (p < last && *p == '{');
+
+    p = object ? ngx_http_llm_json_object(p + 1, last, 0, names, values)
+               : ngx_http_llm_json_value(p, last, 0);
+
+    if (p == NULL) {
         return NGX_ERROR;
-    }
-
-    if (*p != '{') {
-        p = ngx_http_llm_json_value(p, last, 0);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_http_llm_json_ws(p, last);
-
-        return (p == last) ? NGX_DECLINED : NGX_ERROR;
-    }
-
-    p++;
-    first = 1;
-
-    for ( ;; ) {
-        ngx_http_llm_json_ws(p, last);
-
-        if (p == last) {
-            return NGX_ERROR;
-        }
-
-        if (*p == '}') {
-            p++;
-            break;
-        }
-
-        if (!first) {
-            if (*p != ',') {
-                return NGX_ERROR;
-            }
-
-            p++;
-            ngx_http_llm_json_ws(p, last);
-        }
-
-        first = 0;
-
-        if (p == last || *p != '"') {
-            return NGX_ERROR;
-        }
-
-        key = p + 1;
-        p = ngx_http_llm_json_str(p, last);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        len = p - 1 - key;
-
-        ngx_http_llm_json_ws(p, last);
-
-        if (p == last || *p != ':') {
-            return NGX_ERROR;
-        }
-
-        p++;
-        ngx_http_llm_json_ws(p, last);
-
-        v = p;
-        p = ngx_http_llm_json_value(p, last, 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        for (i = 0; names && names[i]; i++) {
-            if (ngx_strlen(names[i]) == len
-                && ngx_strncmp(names[i], key, len) == 0)
-            {
-                values[i].data = v;
-                values[i].len = p - v;
-                break;
-            }
-        }
     }
 
     ngx_http_llm_json_ws(p, last);
 
-    return (p == last) ? NGX_OK : NGX_ERROR;
+    if (p != last) {
+        return NGX_ERROR;
+    }
+
+    return object ? NGX_OK : NGX_DECLINED;
 }
 
 
+/* p follows the opening brace; returns the byte after the closing one */
+
 static u_char *
-ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
+ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
+    const char **names, ngx_str_t *values)
 {
-    ngx_uint_t  first;
-
-    if (p == last || depth > NGX_HTTP_LLM_JSON_MAX_DEPTH) {
-        return NULL;
-    }
-
-    switch (*p) {
-
-    case '"':
-        return ngx_http_llm_json_str(p, last);
-
-    case '{':
-    case '[':
-        break;
-
-    case 't':
-        return (last - p >= 4 && ngx_strncmp(p, "true", 4) == 0)
-               ? p + 4 : NULL;
-
-    case 'f':
-        return (last - p >= 5 && ngx_strncmp(p, "false", 5) == 0)
-               ? p + 5 : NULL;
-
-    case 'n':
-        return (last - p >= 4 && ngx_strncmp(p, "null", 4) == 0)
-               ? p + 4 : NULL;
-
-    default:
-        return ngx_http_llm_json_number(p, last);
-    }
-
-    if (*p++ == '[') {
-        first = 1;
-
-        for ( ;; ) {
-            ngx_http_llm_json_ws(p, last);
-
-            if (p == last) {
-                return NULL;
-            }
-
-            if (*p == ']') {
-                return p + 1;
-            }
-
-            if (!first) {
-                if (*p != ',') {
-                    return NULL;
-                }
-
-                p++;
-                ngx_http_llm_json_ws(p, last);
-            }
-
-            first = 0;
-
-            p = ngx_http_llm_json_value(p, last, depth + 1);
-            if (p == NULL) {
-                return NULL;
-            }
-        }
-    }
+    u_char      *key, *v;
+    size_t       len;
+    ngx_uint_t   i, first;
 
     first = 1;
 
@@ -214,10 +92,14 @@ ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
             return NULL;
         }
 
+        key = p + 1;
+
         p = ngx_http_llm_json_str(p, last);
         if (p == NULL) {
             return NULL;
         }
+
+        len = p - 1 - key;
 
         ngx_http_llm_json_ws(p, last);
 
@@ -227,6 +109,89 @@ ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
 
         p++;
         ngx_http_llm_json_ws(p, last);
+
+        v = p;
+
+        p = ngx_http_llm_json_value(p, last, depth + 1);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        for (i = 0; names && names[i]; i++) {
+            if (ngx_strlen(names[i]) == len
+                && ngx_strncmp(names[i], key, len) == 0)
+            {
+                values[i].data = v;
+                values[i].len = p - v;
+                break;
+            }
+        }
+    }
+}
+
+
+static u_char *
+ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
+{
+    ngx_uint_t  first;
+
+    if (p == last || depth > NGX_HTTP_LLM_JSON_MAX_DEPTH) {
+        return NULL;
+    }
+
+    switch (*p) {
+
+    case '"':
+        return ngx_http_llm_json_str(p, last);
+
+    case '{':
+        return ngx_http_llm_json_object(p + 1, last, depth, NULL, NULL);
+
+    case '[':
+        break;
+
+    case 't':
+        return (last - p >= 4 && ngx_strncmp(p, "true", 4) == 0)
+               ? p + 4 : NULL;
+
+    case 'f':
+        return (last - p >= 5 && ngx_strncmp(p, "false", 5) == 0)
+               ? p + 5 : NULL;
+
+    case 'n':
+        return (last - p >= 4 && ngx_strncmp(p, "null", 4) == 0)
+               ? p + 4 : NULL;
+
+    default:
+        return ngx_http_llm_json_number(p, last);
+    }
+
+    /* an array */
+
+    p++;
+    first = 1;
+
+    for ( ;; ) {
+        ngx_http_llm_json_ws(p, last);
+
+        if (p == last) {
+            return NULL;
+        }
+
+        if (*p == ']') {
+            return p + 1;
+        }
+
+        if (!first) {
+            if (*p != ',') {
+                return NULL;
+            }
+
+            p++;
+            ngx_http_llm_json_ws(p, last);
+        }
+
+        first = 0;
 
         p = ngx_http_llm_json_value(p, last, depth + 1);
         if (p == NULL) {
