@@ -10,9 +10,6 @@
 #include "ngx_http_llm_module.h"
 
 
-#define NGX_HTTP_LLM_ANTHROPIC_USER       1
-#define NGX_HTTP_LLM_ANTHROPIC_ASSISTANT  2
-
 /* content block indexes beyond this are taken for a broken stream */
 #define NGX_HTTP_LLM_ANTHROPIC_MAX_BLOCKS  4096
 
@@ -28,7 +25,6 @@ typedef struct {
 } ngx_http_llm_anthropic_stream_t;
 
 
-static json_t *ngx_http_llm_anthropic_str(ngx_str_t *s);
 static ngx_int_t ngx_http_llm_anthropic_build_request(
     ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call,
@@ -54,8 +50,8 @@ static ngx_int_t ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call,
 
 static ngx_int_t ngx_http_llm_anthropic_parse_response(
     ngx_http_llm_call_t *call, json_t *in, json_t **out);
-static ngx_int_t ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call,
-    json_t *content, json_t *message);
+static json_t *ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call,
+    json_t *content);
 static json_t *ngx_http_llm_anthropic_usage(ngx_http_llm_call_t *call,
     json_t *usage);
 static const char *ngx_http_llm_anthropic_finish(ngx_str_t *reason);
@@ -64,8 +60,6 @@ static ngx_int_t ngx_http_llm_anthropic_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
 static ngx_int_t ngx_http_llm_anthropic_stream_start(
     ngx_http_llm_call_t *call, json_t *msg);
-static ngx_int_t ngx_http_llm_anthropic_stream_role(
-    ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_anthropic_stream_block(
     ngx_http_llm_call_t *call, json_t *data);
 static ngx_int_t ngx_http_llm_anthropic_stream_delta(
@@ -121,7 +115,7 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
     }
 
     if (json_object_set_new(body, "model",
-                            ngx_http_llm_anthropic_str(&call->model))
+                            ngx_http_llm_json_str(&call->model))
         != 0)
     {
         json_decref(body);
@@ -161,10 +155,10 @@ static ngx_int_t
 ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
 {
     size_t       i;
-    json_t      *messages, *msg, *turns, *turn, *blocks;
+    json_t      *messages, *msg, *turns, *blocks;
     ngx_int_t    rc;
     ngx_str_t    role, system;
-    ngx_uint_t   turn_role, last_role;
+    const char  *turn_role;
 
     messages = json_object_get(call->request, "messages");
 
@@ -181,8 +175,6 @@ ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
     }
 
     ngx_str_null(&system);
-    turn = NULL;
-    last_role = 0;
 
     json_array_foreach(messages, i, msg) {
 
@@ -206,15 +198,15 @@ ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
         }
 
         if (ngx_http_llm_anthropic_eq(&role, "user")) {
-            turn_role = NGX_HTTP_LLM_ANTHROPIC_USER;
+            turn_role = "user";
             rc = ngx_http_llm_anthropic_user(call, msg, blocks);
 
         } else if (ngx_http_llm_anthropic_eq(&role, "assistant")) {
-            turn_role = NGX_HTTP_LLM_ANTHROPIC_ASSISTANT;
+            turn_role = "assistant";
             rc = ngx_http_llm_anthropic_assistant(call, msg, blocks);
 
         } else if (ngx_http_llm_anthropic_eq(&role, "tool")) {
-            turn_role = NGX_HTTP_LLM_ANTHROPIC_USER;
+            turn_role = "user";
             rc = ngx_http_llm_anthropic_tool_result(call, msg, blocks);
 
         } else {
@@ -226,52 +218,21 @@ ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
             continue;
         }
 
-        if (rc != NGX_OK || json_array_size(blocks) == 0) {
+        if (rc != NGX_OK) {
             json_decref(blocks);
-
-            if (rc != NGX_OK) {
-                return rc;
-            }
-
-            continue;
+            return rc;
         }
 
-        if (turn && turn_role == last_role) {
-            rc = json_array_extend(json_object_get(turn, "content"), blocks);
-            json_decref(blocks);
-
-            if (rc != 0) {
-                return NGX_ERROR;
-            }
-
-            continue;
-        }
-
-        turn = json_object();
-        if (json_object_set_new(turn, "content", blocks) != 0) {
-            json_decref(turn);
-            return NGX_ERROR;
-        }
-
-        if (json_array_append_new(turns, turn) != 0) {
-            return NGX_ERROR;
-        }
-
-        if (json_object_set_new(turn, "role",
-                                json_string(turn_role
-                                            == NGX_HTTP_LLM_ANTHROPIC_USER
-                                            ? "user" : "assistant"))
-            != 0)
+        if (ngx_http_llm_turn_add(turns, "content", turn_role, blocks)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
-
-        last_role = turn_role;
     }
 
     if (system.len
         && json_object_set_new(body, "system",
-                               ngx_http_llm_anthropic_str(&system))
+                               ngx_http_llm_json_str(&system))
            != 0)
     {
         return NGX_ERROR;
@@ -371,7 +332,7 @@ ngx_http_llm_anthropic_assistant(ngx_http_llm_call_t *call, json_t *msg,
     json_t *blocks)
 {
     size_t      i;
-    json_t     *calls, *tc, *fn, *block, *input;
+    json_t     *calls, *tc, *fn, *block;
     ngx_str_t   text, id, name, args;
 
     if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
@@ -397,19 +358,10 @@ ngx_http_llm_anthropic_assistant(ngx_http_llm_call_t *call, json_t *msg,
         ngx_http_llm_json_get_str(fn, "name", &name);
         ngx_http_llm_json_get_str(fn, "arguments", &args);
 
-        input = NULL;
-
-        if (args.len) {
-            input = json_loadb((char *) args.data, args.len, 0, NULL);
-        }
-
-        if (!json_is_object(input)) {
-            json_decref(input);
-            input = json_object();
-        }
-
         block = json_object();
-        if (json_object_set_new(block, "input", input) != 0) {
+        if (json_object_set_new(block, "input", ngx_http_llm_tool_args(&args))
+            != 0)
+        {
             json_decref(block);
             return NGX_ERROR;
         }
@@ -419,10 +371,10 @@ ngx_http_llm_anthropic_assistant(ngx_http_llm_call_t *call, json_t *msg,
         }
 
         if (json_object_set_new(block, "type", json_string("tool_use")) != 0
-            || json_object_set_new(block, "id", ngx_http_llm_anthropic_str(&id))
+            || json_object_set_new(block, "id", ngx_http_llm_json_str(&id))
                != 0
             || json_object_set_new(block, "name",
-                                   ngx_http_llm_anthropic_str(&name))
+                                   ngx_http_llm_json_str(&name))
                != 0)
         {
             return NGX_ERROR;
@@ -453,7 +405,7 @@ ngx_http_llm_anthropic_tool_result(ngx_http_llm_call_t *call, json_t *msg,
     if (json_array_append_new(blocks, block) != 0
         || json_object_set_new(block, "type", json_string("tool_result")) != 0
         || json_object_set_new(block, "tool_use_id",
-                               ngx_http_llm_anthropic_str(&id))
+                               ngx_http_llm_json_str(&id))
            != 0)
     {
         return NGX_ERROR;
@@ -461,7 +413,7 @@ ngx_http_llm_anthropic_tool_result(ngx_http_llm_call_t *call, json_t *msg,
 
     if (text.len
         && json_object_set_new(block, "content",
-                               ngx_http_llm_anthropic_str(&text))
+                               ngx_http_llm_json_str(&text))
            != 0)
     {
         return NGX_ERROR;
@@ -500,18 +452,14 @@ static ngx_int_t
 ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call, json_t *part,
     json_t *blocks)
 {
-    u_char     *p, *comma, *semi, *last;
-    json_t     *image, *block, *source;
+    json_t     *block, *source;
     ngx_str_t   url, type, data;
 
-    image = json_object_get(part, "image_url");
-
-    if (json_is_string(image)) {
-        url.data = (u_char *) json_string_value(image);
-        url.len = json_string_length(image);
-
-    } else {
-        ngx_http_llm_json_get_str(image, "url", &url);
+    if (ngx_http_llm_image_url(part, &url, &type, &data) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (anthropic): image url "
+                      "not understood, ignored", &call->provider->name);
+        return NGX_OK;
     }
 
     source = json_object();
@@ -519,57 +467,26 @@ ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call, json_t *part,
         return NGX_ERROR;
     }
 
-    if (url.len > 5 && ngx_strncasecmp(url.data, (u_char *) "data:", 5) == 0)
-    {
-        /* data:image/png;base64,... */
-
-        p = url.data + 5;
-        last = url.data + url.len;
-
-        comma = ngx_strlchr(p, last, ',');
-        semi = ngx_strlchr(p, last, ';');
-
-        if (comma == NULL || semi == NULL || semi == p
-            || comma - p < 7
-            || ngx_strncasecmp(comma - 7, (u_char *) ";base64", 7) != 0)
-        {
-            goto ignored;
-        }
-
-        type.data = p;
-        type.len = semi - p;
-        data.data = comma + 1;
-        data.len = last - comma - 1;
-
+    if (type.len) {
         if (json_object_set_new(source, "type", json_string("base64")) != 0
             || json_object_set_new(source, "media_type",
-                                   ngx_http_llm_anthropic_str(&type))
+                                   ngx_http_llm_json_str(&type))
                != 0
             || json_object_set_new(source, "data",
-                                   ngx_http_llm_anthropic_str(&data))
+                                   ngx_http_llm_json_str(&data))
                != 0)
         {
             json_decref(source);
             return NGX_ERROR;
         }
 
-    } else if ((url.len > 7
-                && ngx_strncasecmp(url.data, (u_char *) "http://", 7) == 0)
-               || (url.len > 8
-                   && ngx_strncasecmp(url.data, (u_char *) "https://", 8)
-                      == 0))
+    } else if (json_object_set_new(source, "type", json_string("url")) != 0
+               || json_object_set_new(source, "url",
+                                      ngx_http_llm_json_str(&url))
+                  != 0)
     {
-        if (json_object_set_new(source, "type", json_string("url")) != 0
-            || json_object_set_new(source, "url",
-                                   ngx_http_llm_anthropic_str(&url))
-               != 0)
-        {
-            json_decref(source);
-            return NGX_ERROR;
-        }
-
-    } else {
-        goto ignored;
+        json_decref(source);
+        return NGX_ERROR;
     }
 
     block = json_object();
@@ -585,16 +502,6 @@ ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call, json_t *part,
     if (json_object_set_new(block, "type", json_string("image")) != 0) {
         return NGX_ERROR;
     }
-
-    return NGX_OK;
-
-ignored:
-
-    json_decref(source);
-
-    ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                  "llm provider \"%V\" (anthropic): image url "
-                  "not understood, ignored", &call->provider->name);
 
     return NGX_OK;
 }
@@ -695,7 +602,7 @@ ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *body)
         meta = json_object();
         if (json_object_set_new(body, "metadata", meta) != 0
             || json_object_set_new(meta, "user_id",
-                                   ngx_http_llm_anthropic_str(&user))
+                                   ngx_http_llm_json_str(&user))
                != 0)
         {
             return NGX_ERROR;
@@ -738,7 +645,7 @@ ngx_http_llm_anthropic_tools(ngx_http_llm_call_t *call, json_t *body)
 
         t = json_object();
         if (json_array_append_new(out, t) != 0
-            || json_object_set_new(t, "name", ngx_http_llm_anthropic_str(&name))
+            || json_object_set_new(t, "name", ngx_http_llm_json_str(&name))
                != 0)
         {
             return NGX_ERROR;
@@ -814,7 +721,7 @@ ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call, json_t *body)
     choice = json_object();
     if (json_object_set_new(body, "tool_choice", choice) != 0
         || json_object_set_new(choice, "type",
-                               ngx_http_llm_anthropic_str(&mode))
+                               ngx_http_llm_json_str(&mode))
            != 0)
     {
         return NGX_ERROR;
@@ -822,7 +729,7 @@ ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call, json_t *body)
 
     if (name.len
         && json_object_set_new(choice, "name",
-                               ngx_http_llm_anthropic_str(&name))
+                               ngx_http_llm_json_str(&name))
            != 0)
     {
         return NGX_ERROR;
@@ -845,8 +752,8 @@ static ngx_int_t
 ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
     json_t **out)
 {
-    json_t     *content, *res, *choices, *choice, *message, *usage;
-    ngx_str_t   type, id, model, reason;
+    json_t      *content, *res, *choices, *message, *usage;
+    ngx_str_t    type, id, model, reason;
     const char  *finish;
 
     ngx_http_llm_json_get_str(in, "type", &type);
@@ -862,13 +769,8 @@ ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
     ngx_http_llm_json_get_str(in, "model", &model);
     ngx_http_llm_json_get_str(in, "stop_reason", &reason);
 
-    if (call->id.len == 0 && id.len) {
-        call->id.data = ngx_pstrdup(call->pool, &id);
-        if (call->id.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        call->id.len = id.len;
+    if (ngx_http_llm_str_keep(call->pool, &call->id, &id) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (id.len == 0) {
@@ -881,58 +783,30 @@ ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
         id = call->id;
     }
 
+    if (ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (model.len == 0) {
         model = call->model;
-
-    } else if (call->resp_model.len == 0) {
-        call->resp_model.data = ngx_pstrdup(call->pool, &model);
-        if (call->resp_model.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        call->resp_model.len = model.len;
     }
 
     finish = ngx_http_llm_anthropic_finish(&reason);
     call->finish_reason.data = (u_char *) finish;
     call->finish_reason.len = ngx_strlen(finish);
 
-    res = json_object();
+    res = ngx_http_llm_completion_new(call, &id, &model, &choices);
     if (res == NULL) {
         return NGX_ERROR;
     }
 
-    choices = json_array();
-    if (json_object_set_new(res, "choices", choices) != 0) {
-        goto failed;
-    }
+    message = ngx_http_llm_anthropic_message(call, content);
 
-    choice = json_object();
-    if (json_array_append_new(choices, choice) != 0) {
-        goto failed;
-    }
-
-    message = json_object();
-    if (json_object_set_new(choice, "message", message) != 0) {
-        goto failed;
-    }
-
-    if (json_object_set_new(res, "id", ngx_http_llm_anthropic_str(&id)) != 0
-        || json_object_set_new(res, "object", json_string("chat.completion"))
-           != 0
-        || json_object_set_new(res, "created", json_integer(call->created))
-           != 0
-        || json_object_set_new(res, "model", ngx_http_llm_anthropic_str(&model))
-           != 0
-        || json_object_set_new(choice, "index", json_integer(0)) != 0
-        || json_object_set_new(choice, "logprobs", json_null()) != 0
-        || json_object_set_new(choice, "finish_reason", json_string(finish))
-           != 0)
+    if (message == NULL
+        || ngx_http_llm_choice_add(choices, 0, message, finish) != NGX_OK)
     {
-        goto failed;
-    }
-
-    if (ngx_http_llm_anthropic_message(call, content, message) != NGX_OK) {
         goto failed;
     }
 
@@ -957,14 +831,13 @@ failed:
 }
 
 
-static ngx_int_t
-ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
-    json_t *message)
+static json_t *
+ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content)
 {
     u_char     *p;
     size_t      i, len;
-    json_t     *block, *calls, *tc, *fn, *input;
-    ngx_str_t   type, text, args, s;
+    json_t     *block, *message, *calls, *tc;
+    ngx_str_t   type, text, id, name, s;
 
     len = 0;
 
@@ -980,7 +853,12 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
     text.len = 0;
     text.data = ngx_pnalloc(call->pool, len + 1);
     if (text.data == NULL) {
-        return NGX_ERROR;
+        return NULL;
+    }
+
+    message = json_object();
+    if (message == NULL) {
+        return NULL;
     }
 
     calls = NULL;
@@ -1003,62 +881,39 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content,
             continue;
         }
 
-        input = json_object_get(block, "input");
-
-        if (!json_is_object(input)) {
-            ngx_str_set(&args, "{}");
-
-        } else if (ngx_http_llm_json_dump(call->pool, input, &args) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
         if (calls == NULL) {
             calls = json_array();
             if (json_object_set_new(message, "tool_calls", calls) != 0) {
-                return NGX_ERROR;
+                goto failed;
             }
         }
 
-        tc = json_object();
+        ngx_http_llm_json_get_str(block, "id", &id);
+        ngx_http_llm_json_get_str(block, "name", &name);
+
+        tc = ngx_http_llm_tool_call(call->pool, &id, &name,
+                                    json_object_get(block, "input"));
+
         if (json_array_append_new(calls, tc) != 0) {
-            return NGX_ERROR;
-        }
-
-        fn = json_object();
-        if (json_object_set_new(tc, "function", fn) != 0) {
-            return NGX_ERROR;
-        }
-
-        ngx_http_llm_json_get_str(block, "id", &s);
-
-        if (json_object_set_new(tc, "id", ngx_http_llm_anthropic_str(&s)) != 0
-            || json_object_set_new(tc, "type", json_string("function")) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        ngx_http_llm_json_get_str(block, "name", &s);
-
-        if (json_object_set_new(fn, "name", ngx_http_llm_anthropic_str(&s)) != 0
-            || json_object_set_new(fn, "arguments",
-                                   ngx_http_llm_anthropic_str(&args))
-               != 0)
-        {
-            return NGX_ERROR;
+            goto failed;
         }
     }
 
     if (json_object_set_new(message, "role", json_string("assistant")) != 0
         || json_object_set_new(message, "content",
-                               text.len ? ngx_http_llm_anthropic_str(&text)
+                               text.len ? ngx_http_llm_json_str(&text)
                                         : json_null())
            != 0)
     {
-        return NGX_ERROR;
+        goto failed;
     }
 
-    return NGX_OK;
+    return message;
+
+failed:
+
+    json_decref(message);
+    return NULL;
 }
 
 
@@ -1216,25 +1071,13 @@ ngx_http_llm_anthropic_stream_start(ngx_http_llm_call_t *call, json_t *msg)
     }
 
     ngx_http_llm_json_get_str(msg, "id", &id);
-
-    if (call->id.len == 0 && id.len) {
-        call->id.data = ngx_pstrdup(call->pool, &id);
-        if (call->id.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        call->id.len = id.len;
-    }
-
     ngx_http_llm_json_get_str(msg, "model", &model);
 
-    if (call->resp_model.len == 0 && model.len) {
-        call->resp_model.data = ngx_pstrdup(call->pool, &model);
-        if (call->resp_model.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        call->resp_model.len = model.len;
+    if (ngx_http_llm_str_keep(call->pool, &call->id, &id) != NGX_OK
+        || ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     usage = json_object_get(msg, "usage");
@@ -1253,40 +1096,7 @@ ngx_http_llm_anthropic_stream_start(ngx_http_llm_call_t *call, json_t *msg)
             json_integer_value(json_object_get(usage, "output_tokens"));
     }
 
-    return ngx_http_llm_anthropic_stream_role(call);
-}
-
-
-static ngx_int_t
-ngx_http_llm_anthropic_stream_role(ngx_http_llm_call_t *call)
-{
-    json_t  *chunk, *delta;
-
-    if (call->role_sent) {
-        return NGX_OK;
-    }
-
-    if (call->id.len == 0
-        && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    chunk = ngx_http_llm_chunk_new(call, &delta);
-    if (chunk == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (json_object_set_new(delta, "role", json_string("assistant")) != 0
-        || json_object_set_new(delta, "content", json_string("")) != 0)
-    {
-        json_decref(chunk);
-        return NGX_ERROR;
-    }
-
-    call->role_sent = 1;
-
-    return ngx_http_llm_stream_emit(call, chunk);
+    return ngx_http_llm_stream_role(call);
 }
 
 
@@ -1313,7 +1123,7 @@ ngx_http_llm_anthropic_stream_block(ngx_http_llm_call_t *call, json_t *data)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_llm_anthropic_stream_role(call) != NGX_OK) {
+    if (ngx_http_llm_stream_role(call) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1373,7 +1183,7 @@ ngx_http_llm_anthropic_stream_delta(ngx_http_llm_call_t *call, json_t *data)
 
     index = (ngx_int_t) json_integer_value(v);
 
-    if (ngx_http_llm_anthropic_stream_role(call) != NGX_OK) {
+    if (ngx_http_llm_stream_role(call) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1448,7 +1258,7 @@ ngx_http_llm_anthropic_stream_stop(ngx_http_llm_call_t *call, json_t *data)
         return NGX_OK;
     }
 
-    if (ngx_http_llm_anthropic_stream_role(call) != NGX_OK) {
+    if (ngx_http_llm_stream_role(call) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1502,9 +1312,9 @@ ngx_http_llm_anthropic_stream_error(ngx_http_llm_call_t *call, json_t *data)
 
     if (json_object_set_new(res, "error", error) != 0
         || json_object_set_new(error, "message",
-                               ngx_http_llm_anthropic_str(&message))
+                               ngx_http_llm_json_str(&message))
            != 0
-        || json_object_set_new(error, "type", ngx_http_llm_anthropic_str(&type))
+        || json_object_set_new(error, "type", ngx_http_llm_json_str(&type))
            != 0
         || json_object_set_new(error, "param", json_null()) != 0
         || json_object_set_new(error, "code", json_null()) != 0)
@@ -1531,7 +1341,7 @@ ngx_http_llm_anthropic_emit_text(ngx_http_llm_call_t *call, ngx_str_t *text)
         return NGX_ERROR;
     }
 
-    if (json_object_set_new(delta, "content", ngx_http_llm_anthropic_str(text))
+    if (json_object_set_new(delta, "content", ngx_http_llm_json_str(text))
         != 0)
     {
         json_decref(chunk);
@@ -1568,7 +1378,7 @@ ngx_http_llm_anthropic_emit_tool(ngx_http_llm_call_t *call, ngx_int_t index,
     }
 
     if (id
-        && (json_object_set_new(tc, "id", ngx_http_llm_anthropic_str(id)) != 0
+        && (json_object_set_new(tc, "id", ngx_http_llm_json_str(id)) != 0
             || json_object_set_new(tc, "type", json_string("function"))
                != 0))
     {
@@ -1581,13 +1391,13 @@ ngx_http_llm_anthropic_emit_tool(ngx_http_llm_call_t *call, ngx_int_t index,
     }
 
     if (name
-        && json_object_set_new(fn, "name", ngx_http_llm_anthropic_str(name))
+        && json_object_set_new(fn, "name", ngx_http_llm_json_str(name))
            != 0)
     {
         goto failed;
     }
 
-    if (json_object_set_new(fn, "arguments", ngx_http_llm_anthropic_str(args))
+    if (json_object_set_new(fn, "arguments", ngx_http_llm_json_str(args))
         != 0)
     {
         goto failed;
@@ -1601,18 +1411,6 @@ failed:
     return NGX_ERROR;
 }
 
-
-
-/*
- * A missing string from the helpers is empty with NULL data, which
- * json_stringn() refuses.
- */
-
-static json_t *
-ngx_http_llm_anthropic_str(ngx_str_t *s)
-{
-    return json_stringn(s->len ? (const char *) s->data : "", s->len);
-}
 
 static void
 ngx_http_llm_anthropic_map_error(ngx_http_llm_call_t *call,

@@ -10,10 +10,6 @@
 #include "ngx_http_llm_module.h"
 
 
-#define NGX_HTTP_LLM_GEMINI_USER   1
-#define NGX_HTTP_LLM_GEMINI_MODEL  2
-
-
 #define ngx_http_llm_gemini_eq(s, lit)                                        \
     ((s)->len == sizeof(lit) - 1                                              \
      && ngx_strncmp((s)->data, lit, sizeof(lit) - 1) == 0)
@@ -25,7 +21,6 @@ typedef struct {
 } ngx_http_llm_gemini_stream_t;
 
 
-static json_t *ngx_http_llm_gemini_str(ngx_str_t *s);
 static ngx_int_t ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_gemini_uri(ngx_http_llm_call_t *call,
     ngx_str_t *model, const char *method);
@@ -39,6 +34,8 @@ static ngx_int_t ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call,
     json_t *messages, size_t n, json_t *parts);
 static ngx_int_t ngx_http_llm_gemini_text_part(json_t *parts, u_char *text,
     size_t len);
+static ngx_int_t ngx_http_llm_gemini_function_part(json_t *parts,
+    const char *type, ngx_str_t *name, const char *key, json_t *value);
 static ngx_int_t ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call,
     json_t *part, json_t *parts);
 static void ngx_http_llm_gemini_image_type(ngx_str_t *url, ngx_str_t *type);
@@ -58,7 +55,6 @@ static ngx_int_t ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call,
     json_t *in, json_t **out);
 static ngx_int_t ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call,
     json_t *cand, size_t n, json_t *choices);
-static ngx_int_t ngx_http_llm_gemini_blocked(json_t *choices);
 static ngx_int_t ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts,
     ngx_str_t *text);
 static json_t *ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call,
@@ -213,10 +209,10 @@ static ngx_int_t
 ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
 {
     size_t       i;
-    json_t      *messages, *msg, *contents, *turn, *parts, *system;
+    json_t      *messages, *msg, *contents, *parts, *system;
     ngx_int_t    rc;
     ngx_str_t    role, text;
-    ngx_uint_t   turn_role, last_role;
+    const char  *turn_role;
 
     messages = json_object_get(call->request, "messages");
 
@@ -233,8 +229,6 @@ ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
     }
 
     system = NULL;
-    turn = NULL;
-    last_role = 0;
 
     json_array_foreach(messages, i, msg) {
 
@@ -288,15 +282,15 @@ ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
         }
 
         if (ngx_http_llm_gemini_eq(&role, "user")) {
-            turn_role = NGX_HTTP_LLM_GEMINI_USER;
+            turn_role = "user";
             rc = ngx_http_llm_gemini_user(call, msg, parts);
 
         } else if (ngx_http_llm_gemini_eq(&role, "assistant")) {
-            turn_role = NGX_HTTP_LLM_GEMINI_MODEL;
+            turn_role = "model";
             rc = ngx_http_llm_gemini_model(call, msg, parts);
 
         } else if (ngx_http_llm_gemini_eq(&role, "tool")) {
-            turn_role = NGX_HTTP_LLM_GEMINI_USER;
+            turn_role = "user";
             rc = ngx_http_llm_gemini_tool_result(call, messages, i, parts);
 
         } else {
@@ -308,44 +302,16 @@ ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
             continue;
         }
 
-        if (rc != NGX_OK || json_array_size(parts) == 0) {
+        if (rc != NGX_OK) {
             json_decref(parts);
-
-            if (rc != NGX_OK) {
-                return rc;
-            }
-
-            continue;
+            return rc;
         }
 
-        if (turn && turn_role == last_role) {
-            rc = json_array_extend(json_object_get(turn, "parts"), parts);
-            json_decref(parts);
-
-            if (rc != 0) {
-                return NGX_ERROR;
-            }
-
-            continue;
-        }
-
-        turn = json_object();
-        if (json_object_set_new(turn, "parts", parts) != 0) {
-            json_decref(turn);
-            return NGX_ERROR;
-        }
-
-        if (json_array_append_new(contents, turn) != 0
-            || json_object_set_new(turn, "role",
-                                   json_string(turn_role
-                                               == NGX_HTTP_LLM_GEMINI_USER
-                                               ? "user" : "model"))
-               != 0)
+        if (ngx_http_llm_turn_add(contents, "parts", turn_role, parts)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
-
-        last_role = turn_role;
     }
 
     return NGX_OK;
@@ -403,8 +369,8 @@ ngx_http_llm_gemini_model(ngx_http_llm_call_t *call, json_t *msg,
     json_t *parts)
 {
     size_t      i;
-    json_t     *calls, *tc, *fn, *args, *fc, *part;
-    ngx_str_t   text, name, s;
+    json_t     *calls, *tc, *fn;
+    ngx_str_t   text, name, args;
 
     if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
                                   &text)
@@ -424,35 +390,13 @@ ngx_http_llm_gemini_model(ngx_http_llm_call_t *call, json_t *msg,
         fn = json_object_get(tc, "function");
 
         ngx_http_llm_json_get_str(fn, "name", &name);
-        ngx_http_llm_json_get_str(fn, "arguments", &s);
+        ngx_http_llm_json_get_str(fn, "arguments", &args);
 
-        args = NULL;
-
-        if (s.len) {
-            args = json_loadb((char *) s.data, s.len, 0, NULL);
-        }
-
-        if (!json_is_object(args)) {
-            json_decref(args);
-            args = json_object();
-        }
-
-        fc = json_object();
-        if (json_object_set_new(fc, "args", args) != 0
-            || json_object_set_new(fc, "name", ngx_http_llm_gemini_str(&name))
-               != 0)
+        if (ngx_http_llm_gemini_function_part(parts, "functionCall", &name,
+                                              "args",
+                                              ngx_http_llm_tool_args(&args))
+            != NGX_OK)
         {
-            json_decref(fc);
-            return NGX_ERROR;
-        }
-
-        part = json_object();
-        if (json_object_set_new(part, "functionCall", fc) != 0) {
-            json_decref(part);
-            return NGX_ERROR;
-        }
-
-        if (json_array_append_new(parts, part) != 0) {
             return NGX_ERROR;
         }
     }
@@ -472,7 +416,7 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
     size_t n, json_t *parts)
 {
     size_t      i, j;
-    json_t     *msg, *tc, *response, *fr, *part;
+    json_t     *msg, *tc, *response;
     ngx_str_t   id, name, text, s;
 
     msg = json_array_get(messages, n);
@@ -527,7 +471,7 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
 
         response = json_object();
         if (json_object_set_new(response, "content",
-                                ngx_http_llm_gemini_str(&text))
+                                ngx_http_llm_json_str(&text))
             != 0)
         {
             json_decref(response);
@@ -535,26 +479,8 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
         }
     }
 
-    fr = json_object();
-    if (json_object_set_new(fr, "response", response) != 0
-        || json_object_set_new(fr, "name", ngx_http_llm_gemini_str(&name))
-           != 0)
-    {
-        json_decref(fr);
-        return NGX_ERROR;
-    }
-
-    part = json_object();
-    if (json_object_set_new(part, "functionResponse", fr) != 0) {
-        json_decref(part);
-        return NGX_ERROR;
-    }
-
-    if (json_array_append_new(parts, part) != 0) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_llm_gemini_function_part(parts, "functionResponse", &name,
+                                             "response", response);
 }
 
 
@@ -579,23 +505,49 @@ ngx_http_llm_gemini_text_part(json_t *parts, u_char *text, size_t len)
 }
 
 
+/* a part {type: {key: value, name: name}} onto parts; steals value */
+
+static ngx_int_t
+ngx_http_llm_gemini_function_part(json_t *parts, const char *type,
+    ngx_str_t *name, const char *key, json_t *value)
+{
+    json_t  *fn, *part;
+
+    fn = json_object();
+    if (json_object_set_new(fn, key, value) != 0
+        || json_object_set_new(fn, "name", ngx_http_llm_json_str(name)) != 0)
+    {
+        json_decref(fn);
+        return NGX_ERROR;
+    }
+
+    part = json_object();
+    if (json_object_set_new(part, type, fn) != 0) {
+        json_decref(part);
+        return NGX_ERROR;
+    }
+
+    if (json_array_append_new(parts, part) != 0) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
     json_t *parts)
 {
-    u_char      *p, *comma, *semi, *last;
-    json_t      *image, *data, *out;
+    json_t      *data, *out;
     ngx_str_t    url, type, b64;
     const char  *key;
 
-    image = json_object_get(part, "image_url");
-
-    if (json_is_string(image)) {
-        url.data = (u_char *) json_string_value(image);
-        url.len = json_string_length(image);
-
-    } else {
-        ngx_http_llm_json_get_str(image, "url", &url);
+    if (ngx_http_llm_image_url(part, &url, &type, &b64) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (gemini): image url "
+                      "not understood, ignored", &call->provider->name);
+        return NGX_OK;
     }
 
     data = json_object();
@@ -603,55 +555,13 @@ ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
         return NGX_ERROR;
     }
 
-    if (url.len > 5 && ngx_strncasecmp(url.data, (u_char *) "data:", 5) == 0)
-    {
-        /* data:image/png;base64,... */
-
-        p = url.data + 5;
-        last = url.data + url.len;
-
-        comma = ngx_strlchr(p, last, ',');
-        semi = ngx_strlchr(p, last, ';');
-
-        if (comma == NULL || semi == NULL || semi == p
-            || comma - p < 7
-            || ngx_strncasecmp(comma - 7, (u_char *) ";base64", 7) != 0)
-        {
-            goto ignored;
-        }
-
-        type.data = p;
-        type.len = semi - p;
-        b64.data = comma + 1;
-        b64.len = last - comma - 1;
-
+    if (type.len) {
         key = "inlineData";
 
         if (json_object_set_new(data, "mimeType",
-                                ngx_http_llm_gemini_str(&type))
+                                ngx_http_llm_json_str(&type))
             != 0
-            || json_object_set_new(data, "data", ngx_http_llm_gemini_str(&b64))
-               != 0)
-        {
-            json_decref(data);
-            return NGX_ERROR;
-        }
-
-    } else if ((url.len > 7
-                && ngx_strncasecmp(url.data, (u_char *) "http://", 7) == 0)
-               || (url.len > 8
-                   && ngx_strncasecmp(url.data, (u_char *) "https://", 8)
-                      == 0))
-    {
-        ngx_http_llm_gemini_image_type(&url, &type);
-
-        key = "fileData";
-
-        if (json_object_set_new(data, "mimeType",
-                                ngx_http_llm_gemini_str(&type))
-            != 0
-            || json_object_set_new(data, "fileUri",
-                                   ngx_http_llm_gemini_str(&url))
+            || json_object_set_new(data, "data", ngx_http_llm_json_str(&b64))
                != 0)
         {
             json_decref(data);
@@ -659,7 +569,20 @@ ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
         }
 
     } else {
-        goto ignored;
+        ngx_http_llm_gemini_image_type(&url, &type);
+
+        key = "fileData";
+
+        if (json_object_set_new(data, "mimeType",
+                                ngx_http_llm_json_str(&type))
+            != 0
+            || json_object_set_new(data, "fileUri",
+                                   ngx_http_llm_json_str(&url))
+               != 0)
+        {
+            json_decref(data);
+            return NGX_ERROR;
+        }
     }
 
     out = json_object();
@@ -671,16 +594,6 @@ ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call, json_t *part,
     if (json_array_append_new(parts, out) != 0) {
         return NGX_ERROR;
     }
-
-    return NGX_OK;
-
-ignored:
-
-    json_decref(data);
-
-    ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                  "llm provider \"%V\" (gemini): image url "
-                  "not understood, ignored", &call->provider->name);
 
     return NGX_OK;
 }
@@ -903,7 +816,7 @@ ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call, json_t *body)
 
         d = json_object();
         if (json_array_append_new(decls, d) != 0
-            || json_object_set_new(d, "name", ngx_http_llm_gemini_str(&name))
+            || json_object_set_new(d, "name", ngx_http_llm_json_str(&name))
                != 0)
         {
             goto failed;
@@ -1024,7 +937,7 @@ ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call, json_t *body)
     if (name.len) {
         names = json_array();
         if (json_object_set_new(fcc, "allowedFunctionNames", names) != 0
-            || json_array_append_new(names, ngx_http_llm_gemini_str(&name))
+            || json_array_append_new(names, ngx_http_llm_json_str(&name))
                != 0)
         {
             json_decref(fcc);
@@ -1145,7 +1058,7 @@ ngx_http_llm_gemini_embed_one(ngx_str_t *name, json_t *text, json_t *dims)
         || json_array_append(parts, part) != 0
         || json_object_set(content, "parts", parts) != 0
         || json_object_set(req, "content", content) != 0
-        || json_object_set_new(req, "model", ngx_http_llm_gemini_str(name))
+        || json_object_set_new(req, "model", ngx_http_llm_json_str(name))
            != 0
         || (dims && json_object_set(req, "outputDimensionality", dims) != 0))
     {
@@ -1169,7 +1082,7 @@ ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call, json_t *in,
     json_t **out)
 {
     size_t      i;
-    json_t     *candidates, *cand, *res, *choices, *meta;
+    json_t     *candidates, *cand, *res, *choices, *meta, *message;
     ngx_str_t   blocked, model;
 
     if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
@@ -1192,43 +1105,30 @@ ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call, json_t *in,
 
     ngx_http_llm_json_get_str(in, "modelVersion", &model);
 
-    if (model.len == 0) {
-        model = call->model;
-
-    } else if (call->resp_model.len == 0) {
-        call->resp_model.data = ngx_pstrdup(call->pool, &model);
-        if (call->resp_model.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        call->resp_model.len = model.len;
-    }
-
-    res = json_object();
-    if (res == NULL) {
+    if (ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    choices = json_array();
-    if (json_object_set_new(res, "choices", choices) != 0) {
-        goto failed;
+    if (model.len == 0) {
+        model = call->model;
     }
 
-    if (json_object_set_new(res, "id", ngx_http_llm_gemini_str(&call->id)) != 0
-        || json_object_set_new(res, "object", json_string("chat.completion"))
-           != 0
-        || json_object_set_new(res, "created", json_integer(call->created))
-           != 0
-        || json_object_set_new(res, "model", ngx_http_llm_gemini_str(&model))
-           != 0)
-    {
-        goto failed;
+    res = ngx_http_llm_completion_new(call, &call->id, &model, &choices);
+    if (res == NULL) {
+        return NGX_ERROR;
     }
 
     if (json_array_size(candidates) == 0) {
         ngx_str_set(&call->finish_reason, "content_filter");
 
-        if (ngx_http_llm_gemini_blocked(choices) != NGX_OK) {
+        message = json_pack("{s:s, s:n}", "role", "assistant", "content");
+
+        if (message == NULL
+            || ngx_http_llm_choice_add(choices, 0, message, "content_filter")
+               != NGX_OK)
+        {
             goto failed;
         }
     }
@@ -1265,19 +1165,10 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
     json_t *choices)
 {
     size_t       i;
-    json_t      *parts, *part, *fc, *choice, *message, *calls, *v;
+    json_t      *parts, *part, *fc, *message, *calls, *v;
     ngx_str_t    text, reason;
+    json_int_t   index;
     const char  *finish;
-
-    choice = json_object();
-    if (json_array_append_new(choices, choice) != 0) {
-        return NGX_ERROR;
-    }
-
-    message = json_object();
-    if (json_object_set_new(choice, "message", message) != 0) {
-        return NGX_ERROR;
-    }
 
     parts = json_object_get(json_object_get(cand, "content"), "parts");
 
@@ -1285,12 +1176,15 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
         return NGX_ERROR;
     }
 
+    message = json_object();
+
     if (json_object_set_new(message, "role", json_string("assistant")) != 0
         || json_object_set_new(message, "content",
-                               text.len ? ngx_http_llm_gemini_str(&text)
+                               text.len ? ngx_http_llm_json_str(&text)
                                         : json_null())
            != 0)
     {
+        json_decref(message);
         return NGX_ERROR;
     }
 
@@ -1306,6 +1200,7 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
         if (calls == NULL) {
             calls = json_array();
             if (json_object_set_new(message, "tool_calls", calls) != 0) {
+                json_decref(message);
                 return NGX_ERROR;
             }
         }
@@ -1314,6 +1209,7 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
                                   ngx_http_llm_gemini_tool_call(call, fc))
             != 0)
         {
+            json_decref(message);
             return NGX_ERROR;
         }
     }
@@ -1332,46 +1228,9 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
     }
 
     v = json_object_get(cand, "index");
+    index = json_is_integer(v) ? json_integer_value(v) : (json_int_t) n;
 
-    if (json_object_set_new(choice, "index",
-                            json_is_integer(v) ? json_copy(v)
-                                               : json_integer(n))
-        != 0
-        || json_object_set_new(choice, "logprobs", json_null()) != 0
-        || json_object_set_new(choice, "finish_reason", json_string(finish))
-           != 0)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_llm_gemini_blocked(json_t *choices)
-{
-    json_t  *choice, *message;
-
-    choice = json_object();
-    if (json_array_append_new(choices, choice) != 0) {
-        return NGX_ERROR;
-    }
-
-    message = json_object();
-    if (json_object_set_new(choice, "message", message) != 0
-        || json_object_set_new(message, "role", json_string("assistant")) != 0
-        || json_object_set_new(message, "content", json_null()) != 0
-        || json_object_set_new(choice, "index", json_integer(0)) != 0
-        || json_object_set_new(choice, "logprobs", json_null()) != 0
-        || json_object_set_new(choice, "finish_reason",
-                               json_string("content_filter"))
-           != 0)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_llm_choice_add(choices, index, message, finish);
 }
 
 
@@ -1429,8 +1288,7 @@ ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts, ngx_str_t *text)
 static json_t *
 ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call, json_t *fc)
 {
-    json_t     *tc, *fn, *args;
-    ngx_str_t   id, name, s;
+    ngx_str_t  id, name;
 
     ngx_http_llm_json_get_str(fc, "id", &id);
 
@@ -1442,34 +1300,8 @@ ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call, json_t *fc)
 
     ngx_http_llm_json_get_str(fc, "name", &name);
 
-    args = json_object_get(fc, "args");
-
-    if (!json_is_object(args)) {
-        ngx_str_set(&s, "{}");
-
-    } else if (ngx_http_llm_json_dump(call->pool, args, &s) != NGX_OK) {
-        return NULL;
-    }
-
-    fn = json_object();
-    if (json_object_set_new(fn, "name", ngx_http_llm_gemini_str(&name)) != 0
-        || json_object_set_new(fn, "arguments", ngx_http_llm_gemini_str(&s))
-           != 0)
-    {
-        json_decref(fn);
-        return NULL;
-    }
-
-    tc = json_object();
-    if (json_object_set_new(tc, "function", fn) != 0
-        || json_object_set_new(tc, "id", ngx_http_llm_gemini_str(&id)) != 0
-        || json_object_set_new(tc, "type", json_string("function")) != 0)
-    {
-        json_decref(tc);
-        return NULL;
-    }
-
-    return tc;
+    return ngx_http_llm_tool_call(call->pool, &id, &name,
+                                  json_object_get(fc, "args"));
 }
 
 
@@ -1627,7 +1459,7 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
         || json_object_set_new(usage, "total_tokens", json_integer(0)) != 0
         || json_object_set_new(res, "object", json_string("list")) != 0
         || json_object_set_new(res, "model",
-                               ngx_http_llm_gemini_str(&call->public_model))
+                               ngx_http_llm_json_str(&call->public_model))
            != 0)
     {
         json_decref(res);
@@ -1643,7 +1475,6 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
 
     return NGX_OK;
 }
-
 
 
 /* OpenAI's base64 encoding: the vector as little-endian float32 */
@@ -1686,8 +1517,9 @@ ngx_http_llm_gemini_base64(ngx_http_llm_call_t *call, json_t *values)
 
     ngx_encode_base64(&b64, &raw);
 
-    return ngx_http_llm_gemini_str(&b64);
+    return ngx_http_llm_json_str(&b64);
 }
+
 
 /*
  * Every event is a whole GenerateContentResponse with the new text; the
@@ -1701,7 +1533,6 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
 {
     size_t                         i;
     json_t                        *root, *candidates, *cand, *meta, *usage;
-    json_t                        *chunk, *delta;
     ngx_int_t                      rc;
     ngx_str_t                      blocked, model;
     ngx_http_llm_gemini_stream_t  *st;
@@ -1735,44 +1566,16 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
 
     ngx_http_llm_json_get_str(root, "modelVersion", &model);
 
-    if (call->resp_model.len == 0 && model.len) {
-        call->resp_model.data = ngx_pstrdup(call->pool, &model);
-        if (call->resp_model.data == NULL) {
-            json_decref(root);
-            return NGX_ERROR;
-        }
-
-        call->resp_model.len = model.len;
+    if (ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+        != NGX_OK)
+    {
+        json_decref(root);
+        return NGX_ERROR;
     }
 
-    rc = NGX_OK;
-
-    if (!call->role_sent) {
-        if (call->id.len == 0
-            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
-        {
-            rc = NGX_ERROR;
-            goto done;
-        }
-
-        chunk = ngx_http_llm_chunk_new(call, &delta);
-
-        if (chunk == NULL
-            || json_object_set_new(delta, "role", json_string("assistant"))
-               != 0
-            || json_object_set_new(delta, "content", json_string("")) != 0)
-        {
-            json_decref(chunk);
-            rc = NGX_ERROR;
-            goto done;
-        }
-
-        call->role_sent = 1;
-
-        rc = ngx_http_llm_stream_emit(call, chunk);
-        if (rc != NGX_OK) {
-            goto done;
-        }
+    rc = ngx_http_llm_stream_role(call);
+    if (rc != NGX_OK) {
+        goto done;
     }
 
     candidates = json_object_get(root, "candidates");
@@ -1843,7 +1646,7 @@ ngx_http_llm_gemini_stream_candidate(ngx_http_llm_call_t *call, json_t *cand,
         }
 
         if (json_object_set_new(delta, "content",
-                                ngx_http_llm_gemini_str(&text))
+                                ngx_http_llm_json_str(&text))
             != 0)
         {
             json_decref(chunk);
@@ -1938,12 +1741,12 @@ ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
     e = json_object();
 
     if (json_object_set_new(res, "error", e) != 0
-        || json_object_set_new(e, "message", ngx_http_llm_gemini_str(&message))
+        || json_object_set_new(e, "message", ngx_http_llm_json_str(&message))
            != 0
         || json_object_set_new(e, "type", json_string("api_error")) != 0
         || json_object_set_new(e, "param", json_null()) != 0
         || json_object_set_new(e, "code",
-                               status.len ? ngx_http_llm_gemini_str(&status)
+                               status.len ? ngx_http_llm_json_str(&status)
                                           : json_null())
            != 0)
     {
@@ -2004,18 +1807,6 @@ ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call, json_int_t index,
     return ngx_http_llm_stream_emit(call, chunk);
 }
 
-
-
-/*
- * A missing string from the helpers is empty with NULL data, which
- * json_stringn() refuses.
- */
-
-static json_t *
-ngx_http_llm_gemini_str(ngx_str_t *s)
-{
-    return json_stringn(s->len ? (const char *) s->data : "", s->len);
-}
 
 static void
 ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call, ngx_uint_t status,

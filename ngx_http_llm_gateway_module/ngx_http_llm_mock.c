@@ -111,6 +111,7 @@ static void ngx_http_llm_mock_vector(ngx_http_llm_mock_ctx_t *ctx,
 static void ngx_http_llm_mock_error(ngx_http_llm_mock_ctx_t *ctx,
     ngx_uint_t status, const char *message, ngx_str_t *detail);
 
+static json_t *ngx_http_llm_mock_last_user(json_t *messages, size_t *chars);
 static size_t ngx_http_llm_mock_text_len(json_t *content);
 static void ngx_http_llm_mock_text(ngx_http_llm_mock_ctx_t *ctx,
     json_t *content, ngx_str_t *text);
@@ -118,7 +119,7 @@ static void ngx_http_llm_mock_str(json_t *obj, const char *key,
     ngx_str_t *s);
 static ngx_uint_t ngx_http_llm_mock_is(json_t *obj, const char *key,
     const char *value);
-static size_t ngx_http_llm_mock_word(u_char *p, u_char *last);
+static ngx_uint_t ngx_http_llm_mock_word(ngx_str_t *rest, ngx_str_t *word);
 static ngx_int_t ngx_http_llm_mock_words(ngx_str_t *s);
 static ngx_uint_t ngx_http_llm_mock_suffix(ngx_str_t *uri, const char *s);
 
@@ -467,10 +468,9 @@ ngx_http_llm_mock_send(ngx_http_llm_mock_ctx_t *ctx)
 static void
 ngx_http_llm_mock_openai_chat(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
 {
-    u_char      *p, *last;
-    size_t       i, n, chars;
+    size_t       chars;
     json_t      *messages, *msg, *content, *tools, *fn;
-    ngx_str_t    fragment;
+    ngx_str_t    rest, fragment;
     const char  *finish;
 
     messages = json_object_get(req, "messages");
@@ -487,17 +487,8 @@ ngx_http_llm_mock_openai_chat(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
     }
 
     chars = 0;
-    content = NULL;
-    msg = NULL;
-
-    json_array_foreach(messages, i, msg) {
-        n = ngx_http_llm_mock_text_len(json_object_get(msg, "content"));
-        chars += n;
-
-        if (n && ngx_http_llm_mock_is(msg, "role", "user")) {
-            content = json_object_get(msg, "content");
-        }
-    }
+    content = ngx_http_llm_mock_last_user(messages, &chars);
+    msg = json_array_get(messages, json_array_size(messages) - 1);
 
     tools = json_object_get(req, "tools");
 
@@ -580,14 +571,9 @@ ngx_http_llm_mock_openai_chat(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
         finish = "\"tool_calls\"";
 
     } else {
-        p = ctx->reply.data;
-        last = p + ctx->reply.len;
+        rest = ctx->reply;
 
-        while (p < last) {
-            fragment.data = p;
-            fragment.len = ngx_http_llm_mock_word(p, last);
-            p += fragment.len;
-
+        while (ngx_http_llm_mock_word(&rest, &fragment)) {
             ngx_http_llm_mock_openai_chunk(ctx, "\"content\":\"%J\"",
                                            &fragment, NULL, "null");
         }
@@ -719,10 +705,9 @@ static void
 ngx_http_llm_mock_anthropic_messages(ngx_http_llm_mock_ctx_t *ctx,
     json_t *req)
 {
-    u_char      *p, *last;
-    size_t       i, n, chars;
+    size_t       i, chars;
     json_t      *messages, *msg, *content, *block, *choice;
-    ngx_str_t    fragment;
+    ngx_str_t    rest, fragment;
     const char  *stop;
 
     messages = json_object_get(req, "messages");
@@ -737,17 +722,8 @@ ngx_http_llm_mock_anthropic_messages(ngx_http_llm_mock_ctx_t *ctx,
     ngx_http_llm_mock_str(req, "model", &ctx->model);
 
     chars = ngx_http_llm_mock_text_len(json_object_get(req, "system"));
-    content = NULL;
-    msg = NULL;
-
-    json_array_foreach(messages, i, msg) {
-        n = ngx_http_llm_mock_text_len(json_object_get(msg, "content"));
-        chars += n;
-
-        if (n && ngx_http_llm_mock_is(msg, "role", "user")) {
-            content = json_object_get(msg, "content");
-        }
-    }
+    content = ngx_http_llm_mock_last_user(messages, &chars);
+    msg = json_array_get(messages, json_array_size(messages) - 1);
 
     choice = json_object_get(req, "tool_choice");
 
@@ -841,14 +817,9 @@ ngx_http_llm_mock_anthropic_messages(ngx_http_llm_mock_ctx_t *ctx,
             &fragment);
 
     } else {
-        p = ctx->reply.data;
-        last = p + ctx->reply.len;
+        rest = ctx->reply;
 
-        while (p < last) {
-            fragment.data = p;
-            fragment.len = ngx_http_llm_mock_word(p, last);
-            p += fragment.len;
-
+        while (ngx_http_llm_mock_word(&rest, &fragment)) {
             ngx_http_llm_mock_anthropic_event(ctx, "content_block_delta",
                 "\"delta\":{\"type\":\"text_delta\",\"text\":\"%J\"}",
                 &fragment);
@@ -883,10 +854,9 @@ ngx_http_llm_mock_anthropic_event(ngx_http_llm_mock_ctx_t *ctx,
 static void
 ngx_http_llm_mock_gemini_generate(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
 {
-    u_char      *p, *last;
     size_t       i, n, chars;
     json_t      *contents, *msg, *parts, *part, *tools, *tool, *decls;
-    ngx_str_t    alt, fragment;
+    ngx_str_t    alt, rest, fragment;
 
     contents = json_object_get(req, "contents");
 
@@ -973,18 +943,13 @@ ngx_http_llm_mock_gemini_generate(ngx_http_llm_mock_ctx_t *ctx, json_t *req)
             &ctx->tool, &ctx->args, 1);
 
     } else {
-        p = ctx->reply.data;
-        last = p + ctx->reply.len;
+        rest = ctx->reply;
 
-        while (p < last) {
-            fragment.data = p;
-            fragment.len = ngx_http_llm_mock_word(p, last);
-            p += fragment.len;
-
+        while (ngx_http_llm_mock_word(&rest, &fragment)) {
             ngx_http_llm_mock_gemini_chunk(ctx, "{\"text\":\"%J\"}",
-                                           &fragment, NULL, p == last);
+                                           &fragment, NULL, rest.len == 0);
 
-            if (!ctx->sse && p < last) {
+            if (!ctx->sse && rest.len) {
                 ngx_http_llm_mock_print(ctx, ",");
             }
         }
@@ -1234,6 +1199,32 @@ ngx_http_llm_mock_error(ngx_http_llm_mock_ctx_t *ctx, ngx_uint_t status,
 }
 
 
+/*
+ * The content of the last user message that has text; the length of all
+ * messages' text is added to *chars.
+ */
+
+static json_t *
+ngx_http_llm_mock_last_user(json_t *messages, size_t *chars)
+{
+    size_t   i, n;
+    json_t  *msg, *content;
+
+    content = NULL;
+
+    json_array_foreach(messages, i, msg) {
+        n = ngx_http_llm_mock_text_len(json_object_get(msg, "content"));
+        *chars += n;
+
+        if (n && ngx_http_llm_mock_is(msg, "role", "user")) {
+            content = json_object_get(msg, "content");
+        }
+    }
+
+    return content;
+}
+
+
 /* the length of the text of a string or of an array of parts */
 
 static size_t
@@ -1352,14 +1343,19 @@ ngx_http_llm_mock_is(json_t *obj, const char *key, const char *value)
 }
 
 
-/* the length of the word at p and the blanks after it */
+/* the word at the start of rest and the blanks after it; 0: rest empty */
 
-static size_t
-ngx_http_llm_mock_word(u_char *p, u_char *last)
+static ngx_uint_t
+ngx_http_llm_mock_word(ngx_str_t *rest, ngx_str_t *word)
 {
-    u_char  *start;
+    u_char  *p, *last;
 
-    start = p;
+    if (rest->len == 0) {
+        return 0;
+    }
+
+    p = rest->data;
+    last = p + rest->len;
 
     while (p < last && *p != ' ' && *p != '\n' && *p != '\t') {
         p++;
@@ -1369,20 +1365,26 @@ ngx_http_llm_mock_word(u_char *p, u_char *last)
         p++;
     }
 
-    return p - start;
+    word->data = rest->data;
+    word->len = p - rest->data;
+
+    rest->data = p;
+    rest->len = last - p;
+
+    return 1;
 }
 
 
 static ngx_int_t
 ngx_http_llm_mock_words(ngx_str_t *s)
 {
-    u_char     *p, *last;
-    ngx_int_t   n;
+    ngx_int_t  n;
+    ngx_str_t  rest, word;
 
     n = 0;
-    last = s->data + s->len;
+    rest = *s;
 
-    for (p = s->data; p < last; p += ngx_http_llm_mock_word(p, last)) {
+    while (ngx_http_llm_mock_word(&rest, &word)) {
         n++;
     }
 

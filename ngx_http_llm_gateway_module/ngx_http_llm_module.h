@@ -217,6 +217,37 @@ ngx_int_t ngx_http_llm_content_text(ngx_pool_t *pool, json_t *content,
 /* the status a provider error maps to for the client and a default
  * OpenAI error type for it */
 void ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err);
+/* a pool copy of src into dst unless dst is set or src empty: the first
+ * id or model a provider names stays */
+ngx_int_t ngx_http_llm_str_keep(ngx_pool_t *pool, ngx_str_t *dst,
+    ngx_str_t *src);
+/* the URL of an OpenAI "image_url" content part; for a base64 data: URL
+ * *type is its media type and *data the base64 text, for an http(s) URL
+ * both are empty; NGX_DECLINED: neither */
+ngx_int_t ngx_http_llm_image_url(json_t *part, ngx_str_t *url,
+    ngx_str_t *type, ngx_str_t *data);
+/* a message's items (content blocks, parts) onto the last turn of turns
+ * if it has this role (providers want roles to alternate), else onto a
+ * new turn {key: items, role}; steals items, drops them if empty */
+ngx_int_t ngx_http_llm_turn_add(json_t *turns, const char *key,
+    const char *role, json_t *items);
+/* the "arguments" of an OpenAI tool call as an object, {} if they are
+ * not one */
+json_t *ngx_http_llm_tool_args(ngx_str_t *args);
+/* an OpenAI tool call {function:{name, arguments}, id, type} of a
+ * provider's call; input: its arguments object ({} if not an object) */
+json_t *ngx_http_llm_tool_call(ngx_pool_t *pool, ngx_str_t *id,
+    ngx_str_t *name, json_t *input);
+/* a completion skeleton {choices:[], id, object, created, model};
+ * *choices points into it */
+json_t *ngx_http_llm_completion_new(ngx_http_llm_call_t *call, ngx_str_t *id,
+    ngx_str_t *model, json_t **choices);
+/* a choice {message, index, logprobs:null, finish_reason} onto choices;
+ * steals message */
+ngx_int_t ngx_http_llm_choice_add(json_t *choices, json_int_t index,
+    json_t *message, const char *finish);
+/* the first chunk of a stream, once: {role:"assistant", content:""} */
+ngx_int_t ngx_http_llm_stream_role(ngx_http_llm_call_t *call);
 
 
 /* the core: configuration and per-request state */

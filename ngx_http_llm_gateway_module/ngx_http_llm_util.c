@@ -407,3 +407,266 @@ ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err)
 
     ngx_str_null(&err->message);
 }
+
+
+ngx_int_t
+ngx_http_llm_str_keep(ngx_pool_t *pool, ngx_str_t *dst, ngx_str_t *src)
+{
+    if (dst->len || src->len == 0) {
+        return NGX_OK;
+    }
+
+    dst->data = ngx_pstrdup(pool, src);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst->len = src->len;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_image_url(json_t *part, ngx_str_t *url, ngx_str_t *type,
+    ngx_str_t *data)
+{
+    u_char  *p, *comma, *semi, *last;
+    json_t  *image;
+
+    image = json_object_get(part, "image_url");
+
+    if (json_is_string(image)) {
+        url->data = (u_char *) json_string_value(image);
+        url->len = json_string_length(image);
+
+    } else {
+        ngx_http_llm_json_get_str(image, "url", url);
+    }
+
+    ngx_str_null(type);
+    ngx_str_null(data);
+
+    if ((url->len > 7
+         && ngx_strncasecmp(url->data, (u_char *) "http://", 7) == 0)
+        || (url->len > 8
+            && ngx_strncasecmp(url->data, (u_char *) "https://", 8) == 0))
+    {
+        return NGX_OK;
+    }
+
+    if (url->len <= 5
+        || ngx_strncasecmp(url->data, (u_char *) "data:", 5) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* data:image/png;base64,... */
+
+    p = url->data + 5;
+    last = url->data + url->len;
+
+    comma = ngx_strlchr(p, last, ',');
+    semi = ngx_strlchr(p, last, ';');
+
+    if (comma == NULL || semi == NULL || semi == p
+        || comma - p < 7
+        || ngx_strncasecmp(comma - 7, (u_char *) ";base64", 7) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    type->data = p;
+    type->len = semi - p;
+    data->data = comma + 1;
+    data->len = last - comma - 1;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_turn_add(json_t *turns, const char *key, const char *role,
+    json_t *items)
+{
+    json_t     *turn;
+    ngx_int_t   rc;
+    ngx_str_t   last;
+
+    if (json_array_size(items) == 0) {
+        json_decref(items);
+        return NGX_OK;
+    }
+
+    turn = json_array_get(turns, json_array_size(turns) - 1);
+    ngx_http_llm_json_get_str(turn, "role", &last);
+
+    if (last.len == ngx_strlen(role)
+        && ngx_strncmp(last.data, role, last.len) == 0)
+    {
+        rc = json_array_extend(json_object_get(turn, key), items);
+        json_decref(items);
+
+        return (rc == 0) ? NGX_OK : NGX_ERROR;
+    }
+
+    turn = json_object();
+    if (json_object_set_new(turn, key, items) != 0) {
+        json_decref(turn);
+        return NGX_ERROR;
+    }
+
+    if (json_array_append_new(turns, turn) != 0
+        || json_object_set_new(turn, "role", json_string(role)) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+json_t *
+ngx_http_llm_tool_args(ngx_str_t *args)
+{
+    json_t  *input;
+
+    input = NULL;
+
+    if (args->len) {
+        input = json_loadb((char *) args->data, args->len, 0, NULL);
+    }
+
+    if (!json_is_object(input)) {
+        json_decref(input);
+        input = json_object();
+    }
+
+    return input;
+}
+
+
+json_t *
+ngx_http_llm_tool_call(ngx_pool_t *pool, ngx_str_t *id, ngx_str_t *name,
+    json_t *input)
+{
+    json_t     *tc, *fn;
+    ngx_str_t   args;
+
+    if (!json_is_object(input)) {
+        ngx_str_set(&args, "{}");
+
+    } else if (ngx_http_llm_json_dump(pool, input, &args) != NGX_OK) {
+        return NULL;
+    }
+
+    fn = json_object();
+    if (json_object_set_new(fn, "name", ngx_http_llm_json_str(name)) != 0
+        || json_object_set_new(fn, "arguments", ngx_http_llm_json_str(&args))
+           != 0)
+    {
+        json_decref(fn);
+        return NULL;
+    }
+
+    tc = json_object();
+    if (json_object_set_new(tc, "function", fn) != 0
+        || json_object_set_new(tc, "id", ngx_http_llm_json_str(id)) != 0
+        || json_object_set_new(tc, "type", json_string("function")) != 0)
+    {
+        json_decref(tc);
+        return NULL;
+    }
+
+    return tc;
+}
+
+
+json_t *
+ngx_http_llm_completion_new(ngx_http_llm_call_t *call, ngx_str_t *id,
+    ngx_str_t *model, json_t **choices)
+{
+    json_t  *res, *c;
+
+    res = json_object();
+    c = json_array();
+
+    if (res == NULL || c == NULL
+        || json_object_set(res, "choices", c) != 0
+        || json_object_set_new(res, "id", ngx_http_llm_json_str(id)) != 0
+        || json_object_set_new(res, "object", json_string("chat.completion"))
+           != 0
+        || json_object_set_new(res, "created", json_integer(call->created))
+           != 0
+        || json_object_set_new(res, "model", ngx_http_llm_json_str(model))
+           != 0)
+    {
+        json_decref(res);
+        json_decref(c);
+        return NULL;
+    }
+
+    json_decref(c);
+
+    *choices = c;
+
+    return res;
+}
+
+
+ngx_int_t
+ngx_http_llm_choice_add(json_t *choices, json_int_t index, json_t *message,
+    const char *finish)
+{
+    json_t  *choice;
+
+    choice = json_object();
+    if (json_object_set_new(choice, "message", message) != 0) {
+        json_decref(choice);
+        return NGX_ERROR;
+    }
+
+    if (json_array_append_new(choices, choice) != 0
+        || json_object_set_new(choice, "index", json_integer(index)) != 0
+        || json_object_set_new(choice, "logprobs", json_null()) != 0
+        || json_object_set_new(choice, "finish_reason", json_string(finish))
+           != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_role(ngx_http_llm_call_t *call)
+{
+    json_t  *chunk, *delta;
+
+    if (call->role_sent) {
+        return NGX_OK;
+    }
+
+    if (call->id.len == 0
+        && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    chunk = ngx_http_llm_chunk_new(call, &delta);
+    if (chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(delta, "role", json_string("assistant")) != 0
+        || json_object_set_new(delta, "content", json_string("")) != 0)
+    {
+        json_decref(chunk);
+        return NGX_ERROR;
+    }
+
+    call->role_sent = 1;
+
+    return ngx_http_llm_stream_emit(call, chunk);
+}
