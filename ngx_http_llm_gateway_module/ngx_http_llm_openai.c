@@ -238,19 +238,14 @@ ngx_http_llm_openai_copy(ngx_http_llm_call_t *call, ngx_str_t *v,
 {
     ngx_str_t  s;
 
+    /* a JSON string span, kept if *to is still empty */
+
     if (v->len == 0 || ngx_http_llm_json_string(call->pool, v, &s) != NGX_OK)
     {
         return NGX_OK;
     }
 
-    to->data = ngx_pstrdup(call->pool, &s);
-    if (to->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    to->len = s.len;
-
-    return NGX_OK;
+    return ngx_http_llm_str_keep(call->pool, to, &s);
 }
 
 
