@@ -1614,7 +1614,8 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
                 return NGX_ERROR;
             }
 
-            ngx_http_llm_sse_init(sse, r->pool, ngx_http_llm_sse_event, a);
+            ngx_http_llm_sse_init(sse, r->pool, ctx->conf->max_response,
+                                  ngx_http_llm_sse_event, a);
 
             a->sse = sse;
             a->streaming = 1;
@@ -1662,11 +1663,25 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         if (ngx_buf_in_memory(b) && b->last > b->pos) {
 
             if (a->streaming) {
-                if (!a->stream_done) {
+                if (!a->stream_done && !a->too_big) {
                     rc = ngx_http_llm_sse_feed(a->sse, b->pos, b->last);
 
                     if (rc == NGX_ERROR) {
-                        return NGX_ERROR;
+
+                        /*
+                         * The rest of the stream is read and dropped: an
+                         * error from a filter would close the client's
+                         * connection with no answer at all.
+                         */
+
+                        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                                      "llm: provider \"%V\" model \"%V\" "
+                                      "sent a stream event longer than "
+                                      "llm_max_response_size",
+                                      &a->target->provider->name,
+                                      &a->call.model);
+                        a->too_big = 1;
+                        a->failed = 1;
                     }
                 }
 

@@ -13,12 +13,13 @@ static ngx_int_t ngx_http_llm_sse_grow(ngx_pool_t *pool, u_char **buf,
 
 
 void
-ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, ngx_pool_t *pool,
+ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, ngx_pool_t *pool, size_t max,
     ngx_http_llm_sse_handler_pt handler, void *data)
 {
     ngx_memzero(sse, sizeof(ngx_http_llm_sse_t));
 
     sse->pool = pool;
+    sse->max = max;
     sse->handler = handler;
     sse->data = data;
 }
@@ -53,6 +54,10 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
         n = eol - p;
 
         if (n) {
+            if (sse->line_len + n > sse->max) {
+                return NGX_ERROR;
+            }
+
             if (ngx_http_llm_sse_grow(sse->pool, &sse->line, sse->line_len,
                                       &sse->line_size, n)
                 != NGX_OK)
@@ -144,6 +149,10 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse)
     len = end - value;
 
     if (name_len == 4 && ngx_strncmp(sse->line, "data", 4) == 0) {
+
+        if (sse->payload_len + len > sse->max) {
+            return NGX_ERROR;
+        }
 
         if (ngx_http_llm_sse_grow(sse->pool, &sse->payload, sse->payload_len,
                                   &sse->payload_size, len + 2)

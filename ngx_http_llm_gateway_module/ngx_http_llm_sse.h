@@ -22,6 +22,7 @@ typedef struct {
     ngx_pool_t                  *pool;
     ngx_http_llm_sse_handler_pt  handler;
     void                        *data;
+    size_t                       max;          /* longest line or event */
 
     u_char                      *line;         /* current line */
     size_t                       line_len;
@@ -41,8 +42,9 @@ typedef struct {
 
 
 void ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, ngx_pool_t *pool,
-    ngx_http_llm_sse_handler_pt handler, void *data);
-/* NGX_OK, NGX_DONE (the handler said the stream is over), NGX_ERROR */
+    size_t max, ngx_http_llm_sse_handler_pt handler, void *data);
+/* NGX_OK, NGX_DONE (the handler said the stream is over), NGX_ERROR
+ * (also for a line or an event longer than max) */
 ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
     u_char *last);
 
