@@ -58,6 +58,8 @@ static const char *ngx_http_llm_anthropic_finish(ngx_str_t *reason);
 
 static ngx_int_t ngx_http_llm_anthropic_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
+static ngx_int_t ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call,
+    ngx_str_t *data);
 static ngx_int_t ngx_http_llm_anthropic_stream_start(
     ngx_http_llm_call_t *call, json_t *msg);
 static ngx_int_t ngx_http_llm_anthropic_stream_block(
@@ -1017,6 +1019,20 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
         call->state = st;
     }
 
+    if (ngx_http_llm_anthropic_eq(event, "ping")
+        || ngx_http_llm_anthropic_eq(event, "content_block_stop"))
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_http_llm_anthropic_eq(event, "content_block_delta")) {
+        rc = ngx_http_llm_anthropic_text_delta(call, data);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
     root = json_loadb((char *) data->data, data->len, 0, NULL);
 
     if (!json_is_object(root)) {
@@ -1057,6 +1073,41 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
     json_decref(root);
 
     return rc;
+}
+
+
+/*
+ * Most events of a stream are text deltas: their text, a JSON string,
+ * goes into the OpenAI chunk as it is, with no tree built.  NGX_DECLINED:
+ * another kind of delta, for the general path.
+ */
+
+static ngx_int_t
+ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call, ngx_str_t *data)
+{
+    ngx_str_t  m[1], d[2];
+
+    static const char  *event[] = { "delta", NULL };
+    static const char  *delta[] = { "type", "text", NULL };
+
+    if (ngx_http_llm_json_members(data->data, data->data + data->len, event,
+                                  m)
+        != NGX_OK
+        || m[0].len == 0 || m[0].data[0] != '{'
+        || ngx_http_llm_json_members(m[0].data, m[0].data + m[0].len, delta,
+                                     d)
+           != NGX_OK
+        || !ngx_http_llm_anthropic_eq(&d[0], "\"text_delta\"")
+        || d[1].len == 0 || d[1].data[0] != '"')
+    {
+        return NGX_DECLINED;
+    }
+
+    if (d[1].len == 2) {
+        return NGX_OK;
+    }
+
+    return ngx_http_llm_stream_text(call, &d[1]);
 }
 
 

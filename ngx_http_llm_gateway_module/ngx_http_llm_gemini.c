@@ -69,6 +69,8 @@ static json_t *ngx_http_llm_gemini_base64(ngx_http_llm_call_t *call,
 
 static ngx_int_t ngx_http_llm_gemini_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
+static ngx_int_t ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call,
+    ngx_str_t *data);
 static ngx_int_t ngx_http_llm_gemini_stream_candidate(
     ngx_http_llm_call_t *call, json_t *cand, size_t n);
 static ngx_int_t ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call,
@@ -1550,6 +1552,12 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
         call->state = st;
     }
 
+    rc = ngx_http_llm_gemini_text_event(call, data);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     root = json_loadb((char *) data->data, data->len, 0, NULL);
 
     if (!json_is_object(root)) {
@@ -1613,6 +1621,133 @@ done:
     json_decref(root);
 
     return rc;
+}
+
+
+/*
+ * Most events of a stream carry one candidate with one text part and
+ * nothing else: the text, a JSON string, goes into the OpenAI chunk as it
+ * is, with no tree built.  NGX_DECLINED: any other event, for the general
+ * path.
+ */
+
+static ngx_int_t
+ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call, ngx_str_t *data)
+{
+    u_char     *p, *last;
+    ngx_str_t   m[5], c[3], content[1], part[3], model;
+
+    static const char  *event[] = {
+        "candidates", "modelVersion", "usageMetadata", "error",
+        "promptFeedback", NULL
+    };
+
+    static const char  *candidate[] = {
+        "content", "finishReason", "index", NULL
+    };
+
+    static const char  *parts[] = { "parts", NULL };
+    static const char  *text[] = { "text", "thought", "functionCall", NULL };
+
+    if (ngx_http_llm_json_members(data->data, data->data + data->len, event,
+                                  m)
+        != NGX_OK
+        || m[2].len || m[3].len || m[4].len
+        || m[0].len < 2 || m[0].data[0] != '[')
+    {
+        return NGX_DECLINED;
+    }
+
+    /* exactly one candidate */
+
+    p = m[0].data + 1;
+    last = m[0].data + m[0].len - 1;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    if (p == last || *p != '{') {
+        return NGX_DECLINED;
+    }
+
+    c[0].data = p;
+    p = ngx_http_llm_json_skip(p, last);
+
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    c[0].len = p - c[0].data;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    if (p != last
+        || ngx_http_llm_json_members(c[0].data, c[0].data + c[0].len,
+                                     candidate, c)
+           != NGX_OK
+        || c[1].len
+        || (c[2].len && !(c[2].len == 1 && c[2].data[0] == '0'))
+        || c[0].len == 0 || c[0].data[0] != '{'
+        || ngx_http_llm_json_members(c[0].data, c[0].data + c[0].len, parts,
+                                     content)
+           != NGX_OK
+        || content[0].len < 2 || content[0].data[0] != '[')
+    {
+        return NGX_DECLINED;
+    }
+
+    /* exactly one part, and it is plain text */
+
+    p = content[0].data + 1;
+    last = content[0].data + content[0].len - 1;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    if (p == last || *p != '{') {
+        return NGX_DECLINED;
+    }
+
+    part[0].data = p;
+    p = ngx_http_llm_json_skip(p, last);
+
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    part[0].len = p - part[0].data;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    if (p != last
+        || ngx_http_llm_json_members(part[0].data,
+                                     part[0].data + part[0].len, text, part)
+           != NGX_OK
+        || part[1].len || part[2].len
+        || part[0].len < 2 || part[0].data[0] != '"')
+    {
+        return NGX_DECLINED;
+    }
+
+    if (m[1].len
+        && ngx_http_llm_json_string(call->pool, &m[1], &model) == NGX_OK
+        && ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (part[0].len == 2) {
+        return ngx_http_llm_stream_role(call);
+    }
+
+    return ngx_http_llm_stream_text(call, &part[0]);
 }
 
 

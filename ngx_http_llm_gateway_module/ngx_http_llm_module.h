@@ -111,6 +111,7 @@ struct ngx_http_llm_call_s {
     ngx_http_llm_usage_t        usage;
     ngx_str_t                   finish_reason;
     ngx_str_t                   resp_model;    /* model the provider named */
+    ngx_str_t                   chunk_prefix;  /* of text chunks, cached */
 
     /* stream events waiting to be sent, in a buffer reused once sent */
     ngx_chain_t                *pend;
@@ -197,6 +198,10 @@ extern ngx_http_llm_driver_t  ngx_http_llm_gemini_driver;
 json_t *ngx_http_llm_chunk_new(ngx_http_llm_call_t *call, json_t **delta);
 /* queue "data: <json>\n\n"; steals the reference to chunk */
 ngx_int_t ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk);
+/* queue a text chunk whose delta.content is text, a JSON string literal
+ * (quotes included) taken from the provider's event as it is */
+ngx_int_t ngx_http_llm_stream_text(ngx_http_llm_call_t *call,
+    ngx_str_t *text);
 /* queue "data: <data>\n\n" as it is */
 ngx_int_t ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call,
     ngx_str_t *data);

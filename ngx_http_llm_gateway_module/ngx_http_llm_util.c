@@ -272,6 +272,71 @@ ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
 
 
 ngx_int_t
+ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_buf_t  *b;
+    ngx_str_t  *model;
+
+    static u_char  suffix[] = "},\"finish_reason\":null}]}\n\n";
+
+    if (ngx_http_llm_stream_role(call) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the chunk is written, not built: its fields in the order of
+     * ngx_http_llm_chunk_new() */
+
+    if (call->chunk_prefix.len == 0) {
+        model = call->resp_model.len ? &call->resp_model : &call->model;
+
+        len = sizeof("data: {\"id\":\"\",\"object\":\"chat.completion.chunk\","
+                     "\"created\":,\"model\":\"\",\"choices\":[{\"index\":0,"
+                     "\"delta\":{\"content\":")
+              + call->id.len
+              + ngx_escape_json(NULL, call->id.data, call->id.len)
+              + NGX_TIME_T_LEN + model->len
+              + ngx_escape_json(NULL, model->data, model->len);
+
+        p = ngx_pnalloc(call->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        call->chunk_prefix.data = p;
+
+        p = ngx_cpymem(p, "data: {\"id\":\"", sizeof("data: {\"id\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, call->id.data, call->id.len);
+        p = ngx_sprintf(p, "\",\"object\":\"chat.completion.chunk\","
+                           "\"created\":%T,\"model\":\"", call->created);
+        p = (u_char *) ngx_escape_json(p, model->data, model->len);
+        p = ngx_cpymem(p, "\",\"choices\":[{\"index\":0,\"delta\":"
+                          "{\"content\":",
+                       sizeof("\",\"choices\":[{\"index\":0,\"delta\":"
+                              "{\"content\":") - 1);
+
+        call->chunk_prefix.len = p - call->chunk_prefix.data;
+    }
+
+    if (ngx_http_llm_stream_reserve(call, call->chunk_prefix.len + text->len
+                                          + sizeof(suffix) - 1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b = call->pend->buf;
+    b->last = ngx_cpymem(b->last, call->chunk_prefix.data,
+                         call->chunk_prefix.len);
+    b->last = ngx_cpymem(b->last, text->data, text->len);
+    b->last = ngx_cpymem(b->last, suffix, sizeof(suffix) - 1);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
 {
     int         rc;

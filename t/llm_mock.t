@@ -1,0 +1,88 @@
+#!/usr/bin/perl
+
+# llm_mock, the built-in fake provider, behind the gateway in every format;
+# text with quotes, escapes and non-ASCII characters comes out the same
+# whether the stream events are translated through a tree or copied.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use LLMGW;
+
+my $t = LLMGW->new;
+
+$t->write_conf(<<'EOF');
+http {
+    llm_provider local      format=openai    pass=/_llm/local/;
+    llm_provider local-az   format=azure     pass=/_llm/local/;
+    llm_provider local-ant  format=anthropic pass=/_llm/local/;
+    llm_provider local-gem  format=gemini    pass=/_llm/local/;
+
+    server {
+        listen 127.0.0.1:%%PORT_0%%;
+
+        location /v1/ {
+            llm_gateway;
+            llm_route  openai     local:mock-gpt;
+            llm_route  azure      local-az:mock-deployment;
+            llm_route  anthropic  local-ant:claude-mock;
+            llm_route  gemini     local-gem:gemini-mock;
+        }
+
+        location /_llm/local/ {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT_1%%/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_1%%;
+        location / { llm_mock; }
+    }
+}
+EOF
+$t->run;
+
+my $p = $t->port(0);
+my %h = ('Content-Type' => 'application/json');
+my $T = JSON::PP::true;
+my $text = "say \"caf\x{e9}\" \\ \t tab \x{1f600} end";
+my $want = "Hello from llm_mock. You said: $text";
+
+for my $model (qw(openai azure anthropic gemini)) {
+    my $body = { model => $model,
+                 messages => [{ role => 'user', content => $text }] };
+
+    my $r = http($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
+    is($r->{status}, 200, "$model: 200");
+    is($r->{json}{choices}[0]{message}{content}, $want, "$model: content");
+    ok($r->{json}{usage}{prompt_tokens} > 0, "$model: usage");
+
+    $body->{stream} = $T;
+    $body->{stream_options} = { include_usage => $T };
+    $r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
+    is($r->{status}, 200, "$model: stream 200");
+
+    my ($finish, $usage, $role);
+    for my $c (@{ $r->{chunks} }) {
+        $usage = $c->{usage} if ref $c->{usage};
+        my $ch = $c->{choices}[0] or next;
+        $role //= $ch->{delta}{role};
+        $finish //= $ch->{finish_reason};
+    }
+    my $got = $r->{text};
+
+    is($role, 'assistant', "$model: stream role");
+    is($got, $want, "$model: stream content");
+    is($finish, 'stop', "$model: stream finish_reason");
+    ok($usage && $usage->{completion_tokens} > 0, "$model: stream usage");
+    ok($r->{done} && $r->{clean}, "$model: stream [DONE], clean end");
+}
+
+$t->done;
