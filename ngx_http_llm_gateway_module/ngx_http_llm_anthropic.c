@@ -58,6 +58,8 @@ static const char *ngx_http_llm_anthropic_finish(ngx_str_t *reason);
 
 static ngx_int_t ngx_http_llm_anthropic_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
+static ngx_int_t ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *body);
 static ngx_int_t ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call,
     ngx_str_t *data);
 static ngx_int_t ngx_http_llm_anthropic_stream_start(
@@ -94,7 +96,8 @@ ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver = {
     ngx_http_llm_anthropic_parse_response,
     ngx_http_llm_anthropic_parse_stream_event,
     ngx_http_llm_anthropic_map_error,
-    NULL
+    ngx_http_llm_anthropic_parse_raw,
+    0
 };
 
 
@@ -830,6 +833,137 @@ failed:
 
     json_decref(res);
     return NGX_ERROR;
+}
+
+
+/*
+ * The common answer, one text block, is written straight into an OpenAI
+ * completion, its text copied as the JSON string it is.  Anything else
+ * (tool calls, several blocks) goes through the tree: NGX_AGAIN.
+ */
+
+static ngx_int_t
+ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_int_t    n[4];
+    ngx_str_t    m[6], block, b[2], u[4], id, model, reason;
+    ngx_uint_t   i;
+    const char  *finish;
+
+    static const char  *names[] = {
+        "type", "id", "model", "content", "stop_reason", "usage", NULL
+    };
+
+    static const char  *text[] = { "type", "text", NULL };
+
+    static const char  *usage[] = {
+        "input_tokens", "output_tokens", "cache_creation_input_tokens",
+        "cache_read_input_tokens", NULL
+    };
+
+    if (ngx_http_llm_json_members(body->data, body->data + body->len, names,
+                                  m)
+        != NGX_OK
+        || !ngx_http_llm_anthropic_eq(&m[0], "\"message\"")
+        || ngx_http_llm_json_only(&m[3], &block) != NGX_OK
+        || ngx_http_llm_json_members(block.data, block.data + block.len,
+                                     text, b)
+           != NGX_OK
+        || !ngx_http_llm_anthropic_eq(&b[0], "\"text\"")
+        || b[1].len < 2 || b[1].data[0] != '"'
+        || m[5].len == 0 || m[5].data[0] != '{'
+        || ngx_http_llm_json_members(m[5].data, m[5].data + m[5].len, usage,
+                                     u)
+           != NGX_OK)
+    {
+        return NGX_AGAIN;
+    }
+
+    for (i = 0; i < 4; i++) {
+        n[i] = ngx_http_llm_json_int(&u[i]);
+        n[i] = ngx_max(n[i], 0);
+    }
+
+    call->usage.prompt = n[0] + n[2] + n[3];
+    call->usage.completion = n[1];
+    call->usage.cached = n[3];
+
+    if (ngx_http_llm_json_string(call->pool, &m[1], &id) != NGX_OK) {
+        ngx_str_null(&id);
+    }
+
+    if (ngx_http_llm_json_string(call->pool, &m[2], &model) != NGX_OK) {
+        ngx_str_null(&model);
+    }
+
+    if (ngx_http_llm_json_string(call->pool, &m[4], &reason) != NGX_OK) {
+        ngx_str_null(&reason);
+    }
+
+    if (ngx_http_llm_str_keep(call->pool, &call->id, &id) != NGX_OK
+        || (call->id.len == 0
+            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+        || ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (model.len == 0) {
+        model = call->model;
+    }
+
+    finish = ngx_http_llm_anthropic_finish(&reason);
+    call->finish_reason.data = (u_char *) finish;
+    call->finish_reason.len = ngx_strlen(finish);
+
+    len = sizeof("{\"id\":\"\",\"object\":\"chat.completion\",\"created\":,"
+                 "\"model\":\"\",\"choices\":[{\"index\":0,\"message\":"
+                 "{\"role\":\"assistant\",\"content\":},\"logprobs\":null,"
+                 "\"finish_reason\":\"\"}],\"usage\":{\"prompt_tokens\":,"
+                 "\"completion_tokens\":,\"total_tokens\":,"
+                 "\"prompt_tokens_details\":{\"cached_tokens\":}}}")
+          + call->id.len + ngx_escape_json(NULL, call->id.data, call->id.len)
+          + model.len + ngx_escape_json(NULL, model.data, model.len)
+          + b[1].len + ngx_strlen(finish) + NGX_TIME_T_LEN
+          + 4 * NGX_INT_T_LEN;
+
+    p = ngx_pnalloc(call->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->answer.data = p;
+
+    p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
+    p = (u_char *) ngx_escape_json(p, call->id.data, call->id.len);
+    p = ngx_sprintf(p, "\",\"object\":\"chat.completion\",\"created\":%T,"
+                       "\"model\":\"", call->created);
+    p = (u_char *) ngx_escape_json(p, model.data, model.len);
+    p = ngx_cpymem(p, "\",\"choices\":[{\"index\":0,\"message\":"
+                      "{\"role\":\"assistant\",\"content\":",
+                   sizeof("\",\"choices\":[{\"index\":0,\"message\":"
+                          "{\"role\":\"assistant\",\"content\":") - 1);
+    p = ngx_cpymem(p, b[1].data, b[1].len);
+    p = ngx_sprintf(p, "},\"logprobs\":null,\"finish_reason\":\"%s\"}],"
+                       "\"usage\":{\"prompt_tokens\":%i,"
+                       "\"completion_tokens\":%i,\"total_tokens\":%i",
+                    finish, call->usage.prompt, call->usage.completion,
+                    call->usage.prompt + call->usage.completion);
+
+    if (ngx_http_llm_json_int(&u[3]) >= 0) {
+        p = ngx_sprintf(p, ",\"prompt_tokens_details\":{\"cached_tokens\":%i}",
+                        call->usage.cached);
+    }
+
+    *p++ = '}';
+    *p++ = '}';
+
+    call->answer.len = p - call->answer.data;
+
+    return NGX_OK;
 }
 
 

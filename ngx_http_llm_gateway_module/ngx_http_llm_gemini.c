@@ -93,7 +93,8 @@ ngx_http_llm_driver_t  ngx_http_llm_gemini_driver = {
     ngx_http_llm_gemini_parse_response,
     ngx_http_llm_gemini_parse_stream_event,
     ngx_http_llm_gemini_map_error,
-    NULL
+    NULL,
+    0
 };
 
 
@@ -1634,8 +1635,7 @@ done:
 static ngx_int_t
 ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call, ngx_str_t *data)
 {
-    u_char     *p, *last;
-    ngx_str_t   m[5], c[3], content[1], part[3], model;
+    ngx_str_t  m[5], cand, c[3], content[1], part, t[3], model;
 
     static const char  *event[] = {
         "candidates", "modelVersion", "usageMetadata", "error",
@@ -1649,43 +1649,14 @@ ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call, ngx_str_t *data)
     static const char  *parts[] = { "parts", NULL };
     static const char  *text[] = { "text", "thought", "functionCall", NULL };
 
+    /* one candidate, not the last, with one plain text part */
+
     if (ngx_http_llm_json_members(data->data, data->data + data->len, event,
                                   m)
         != NGX_OK
         || m[2].len || m[3].len || m[4].len
-        || m[0].len < 2 || m[0].data[0] != '[')
-    {
-        return NGX_DECLINED;
-    }
-
-    /* exactly one candidate */
-
-    p = m[0].data + 1;
-    last = m[0].data + m[0].len - 1;
-
-    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
-        p++;
-    }
-
-    if (p == last || *p != '{') {
-        return NGX_DECLINED;
-    }
-
-    c[0].data = p;
-    p = ngx_http_llm_json_skip(p, last);
-
-    if (p == NULL) {
-        return NGX_DECLINED;
-    }
-
-    c[0].len = p - c[0].data;
-
-    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
-        p++;
-    }
-
-    if (p != last
-        || ngx_http_llm_json_members(c[0].data, c[0].data + c[0].len,
+        || ngx_http_llm_json_only(&m[0], &cand) != NGX_OK
+        || ngx_http_llm_json_members(cand.data, cand.data + cand.len,
                                      candidate, c)
            != NGX_OK
         || c[1].len
@@ -1694,43 +1665,11 @@ ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call, ngx_str_t *data)
         || ngx_http_llm_json_members(c[0].data, c[0].data + c[0].len, parts,
                                      content)
            != NGX_OK
-        || content[0].len < 2 || content[0].data[0] != '[')
-    {
-        return NGX_DECLINED;
-    }
-
-    /* exactly one part, and it is plain text */
-
-    p = content[0].data + 1;
-    last = content[0].data + content[0].len - 1;
-
-    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
-        p++;
-    }
-
-    if (p == last || *p != '{') {
-        return NGX_DECLINED;
-    }
-
-    part[0].data = p;
-    p = ngx_http_llm_json_skip(p, last);
-
-    if (p == NULL) {
-        return NGX_DECLINED;
-    }
-
-    part[0].len = p - part[0].data;
-
-    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
-        p++;
-    }
-
-    if (p != last
-        || ngx_http_llm_json_members(part[0].data,
-                                     part[0].data + part[0].len, text, part)
+        || ngx_http_llm_json_only(&content[0], &part) != NGX_OK
+        || ngx_http_llm_json_members(part.data, part.data + part.len, text, t)
            != NGX_OK
-        || part[1].len || part[2].len
-        || part[0].len < 2 || part[0].data[0] != '"')
+        || t[1].len || t[2].len
+        || t[0].len < 2 || t[0].data[0] != '"')
     {
         return NGX_DECLINED;
     }
@@ -1743,11 +1682,11 @@ ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call, ngx_str_t *data)
         return NGX_ERROR;
     }
 
-    if (part[0].len == 2) {
+    if (t[0].len == 2) {
         return ngx_http_llm_stream_role(call);
     }
 
-    return ngx_http_llm_stream_text(call, &part[0]);
+    return ngx_http_llm_stream_text(call, &t[0]);
 }
 
 

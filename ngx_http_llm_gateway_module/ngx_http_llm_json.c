@@ -320,6 +320,39 @@ ngx_http_llm_json_skip(u_char *p, u_char *last)
 
 
 ngx_int_t
+ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem)
+{
+    u_char  *p, *last;
+
+    if (array->len < 2 || array->data[0] != '[') {
+        return NGX_DECLINED;
+    }
+
+    p = array->data + 1;
+    last = array->data + array->len - 1;
+
+    ngx_http_llm_json_ws(p, last);
+
+    if (p == last) {
+        return NGX_DECLINED;
+    }
+
+    elem->data = p;
+
+    p = ngx_http_llm_json_skip(p, last);
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    elem->len = p - elem->data;
+
+    ngx_http_llm_json_ws(p, last);
+
+    return (p == last) ? NGX_OK : NGX_DECLINED;
+}
+
+
+ngx_int_t
 ngx_http_llm_json_int(ngx_str_t *v)
 {
     if (v->len == 0 || v->data[0] == '-') {

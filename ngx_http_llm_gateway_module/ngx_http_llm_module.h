@@ -103,6 +103,7 @@ struct ngx_http_llm_call_s {
     ngx_str_t                   args;          /* without "?" */
     json_t                     *body;          /* owned by the call */
     ngx_str_t                   raw_body;      /* or the body as bytes */
+    ngx_str_t                   answer;        /* set by parse_raw */
 
     /* response side */
     void                       *state;         /* driver's stream state */
@@ -175,13 +176,17 @@ struct ngx_http_llm_driver_s {
                                   ngx_http_llm_error_t *err);
 
     /*
-     * Optional, for formats close to the client's: a whole 2xx body as
-     * bytes; NGX_OK sends it unchanged, NGX_DECLINED: invalid response.
-     * A driver that has it gets no call->request (it reads call->raw
-     * and call->members) and sets call->raw_body instead of call->body.
+     * Optional: a whole 2xx body as bytes, read without a JSON tree.
+     * NGX_OK: the answer is the body unchanged, or call->answer when the
+     * driver wrote one; NGX_DECLINED: invalid response; NGX_AGAIN: not a
+     * case the driver reads this way, parse_response gets the tree.
      */
     ngx_int_t                 (*parse_raw)(ngx_http_llm_call_t *call,
                                   ngx_str_t *body);
+
+    /* 1: build_request reads call->raw and call->members and sets
+     * call->raw_body; call->request may be NULL */
+    ngx_uint_t                  raw_request;
 };
 
 

@@ -36,7 +36,8 @@ ngx_http_llm_driver_t  ngx_http_llm_openai_driver = {
     ngx_http_llm_openai_parse,
     ngx_http_llm_openai_event,
     ngx_http_llm_openai_error,
-    ngx_http_llm_openai_parse_raw
+    ngx_http_llm_openai_parse_raw,
+    1
 };
 
 
@@ -49,7 +50,8 @@ ngx_http_llm_driver_t  ngx_http_llm_azure_driver = {
     ngx_http_llm_openai_parse,
     ngx_http_llm_openai_event,
     ngx_http_llm_openai_error,
-    NULL
+    NULL,
+    0
 };
 
 

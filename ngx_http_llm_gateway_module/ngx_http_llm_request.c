@@ -251,7 +251,7 @@ ngx_http_llm_parse_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     t = ctx->route->targets.elts;
 
     for (i = 0; i < ctx->route->targets.nelts; i++) {
-        if (t[i].provider->driver->parse_raw == NULL) {
+        if (!t[i].provider->driver->raw_request) {
             break;
         }
     }
@@ -518,7 +518,7 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->pool = r->pool;
         call->log = r->connection->log;
         call->endpoint = ctx->endpoint;
-        call->request = t->provider->driver->parse_raw ? NULL : ctx->body;
+        call->request = ctx->body;
         call->raw = ctx->raw;
         call->members = ctx->members;
         call->provider = t->provider;
@@ -992,13 +992,18 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             in = NULL;
             rc = NGX_DECLINED;
 
-        } else if (drv->parse_raw) {
-            rc = drv->parse_raw(&a->call, &body);
-
         } else {
-            in = json_loadb((char *) body.data, body.len, 0, &jerr);
-            rc = in ? drv->parse_response(&a->call, in, &out) : NGX_DECLINED;
-            json_decref(in);
+            rc = drv->parse_raw ? drv->parse_raw(&a->call, &body) : NGX_AGAIN;
+
+            if (rc == NGX_OK && a->call.answer.len) {
+                body = a->call.answer;
+
+            } else if (rc == NGX_AGAIN) {
+                in = json_loadb((char *) body.data, body.len, 0, &jerr);
+                rc = in ? drv->parse_response(&a->call, in, &out)
+                        : NGX_DECLINED;
+                json_decref(in);
+            }
         }
 
         if (rc == NGX_OK) {

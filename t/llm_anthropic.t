@@ -134,6 +134,10 @@ my $u = $r->{json}{usage} // {};
 ok($u->{prompt_tokens} > 0 && $u->{completion_tokens} == 7
     && $u->{total_tokens} == $u->{prompt_tokens} + 7, 'usage')
     or diag(json_encode($u));
+is(($u->{prompt_tokens_details} // {})->{cached_tokens}, 0,
+    'cache_read_input_tokens -> cached_tokens');
+is($r->{json}{id} // '', ($r->{json}{id} // '') =~ /^msg_/ ? $r->{json}{id}
+    : 'an Anthropic message id', 'id from the provider');
 is($r->{headers}{'x-llm-provider'}, 'anthropic', 'x-llm-provider');
 is($r->{headers}{'x-llm-model'}, 'claude-sonnet-4-5', 'x-llm-model');
 
