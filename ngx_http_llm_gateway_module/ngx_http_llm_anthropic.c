@@ -58,6 +58,7 @@ static const char *ngx_http_llm_anthropic_finish(ngx_str_t *reason);
 
 static ngx_int_t ngx_http_llm_anthropic_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
+static ngx_int_t ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call,
     ngx_str_t *body);
 static ngx_int_t ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call,
@@ -97,7 +98,7 @@ ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver = {
     ngx_http_llm_anthropic_parse_stream_event,
     ngx_http_llm_anthropic_map_error,
     ngx_http_llm_anthropic_parse_raw,
-    0
+    1
 };
 
 
@@ -112,6 +113,23 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
                       "llm provider \"%V\" (anthropic) serves "
                       "chat completions only", &call->provider->name);
         return NGX_DECLINED;
+    }
+
+    ngx_str_set(&call->uri, "v1/messages");
+    ngx_str_null(&call->args);
+
+    rc = ngx_http_llm_anthropic_build_raw(call);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (call->request == NULL) {
+        call->request = ngx_http_llm_call_tree(call);
+
+        if (call->request == NULL) {
+            return NGX_ABORT;
+        }
     }
 
     body = json_object();
@@ -142,9 +160,250 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
         return rc;
     }
 
-    ngx_str_set(&call->uri, "v1/messages");
-    ngx_str_null(&call->args);
     call->body = body;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A plain conversation (string contents, at most one system message,
+ * alternating turns, only the common parameters) is written straight from
+ * the client's bytes, each text copied as the JSON string it is.
+ * NGX_DECLINED: anything else, for the tree.
+ */
+
+static ngx_int_t
+ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
+{
+    u_char      *p, *last, *out, *q, num[32];
+    size_t       len, n;
+    double       temp;
+    ngx_str_t    m[8], msg, f[2], system, temperature;
+    ngx_int_t    max;
+    ngx_uint_t   i, found, prev;
+
+    static const char  *names[] = {
+        "model", "messages", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "stream", "stream_options", NULL
+    };
+
+    static const char  *fields[] = { "role", "content", NULL };
+
+    if (ngx_http_llm_json_members(call->raw.data,
+                                  call->raw.data + call->raw.len, names, m)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* no other member than these */
+
+    found = 0;
+
+    for (i = 0; names[i]; i++) {
+        found += (m[i].len != 0);
+    }
+
+    if (ngx_http_llm_json_count(&call->raw) != found
+        || (m[5].len && m[5].data[0] != '-'
+            && (m[5].data[0] < '0' || m[5].data[0] > '9')))
+    {
+        return NGX_DECLINED;
+    }
+
+    max = ngx_http_llm_json_int(&m[3]);
+
+    if (max <= 0) {
+        max = ngx_http_llm_json_int(&m[2]);
+    }
+
+    if (max <= 0) {
+        max = NGX_HTTP_LLM_DEFAULT_MAX_TOKENS;
+    }
+
+    temperature = m[4];
+
+    if (temperature.len) {
+        if (temperature.len >= sizeof(num)
+            || ((temperature.data[0] < '0' || temperature.data[0] > '9')
+                && temperature.data[0] != '-'))
+        {
+            return NGX_DECLINED;
+        }
+
+        /* Anthropic's range is 0..1, OpenAI's 0..2 */
+
+        ngx_memcpy(num, temperature.data, temperature.len);
+        num[temperature.len] = '\0';
+        temp = strtod((char *) num, NULL);
+
+        if (temp < 0.0) {
+            ngx_str_set(&temperature, "0.0");
+
+        } else if (temp > 1.0) {
+            ngx_str_set(&temperature, "1.0");
+        }
+    }
+
+    /* the messages: their texts are copied, so the size is bounded by
+     * the body's plus the framing of each turn */
+
+    if (m[1].len < 2 || m[1].data[0] != '[') {
+        return NGX_DECLINED;
+    }
+
+    ngx_str_null(&system);
+
+    len = sizeof("{\"model\":\"\",\"max_tokens\":,\"system\":,"
+                 "\"messages\":[],\"temperature\":,\"top_p\":,"
+                 "\"stream\":true}")
+          + call->model.len
+          + ngx_escape_json(NULL, call->model.data, call->model.len)
+          + NGX_INT_T_LEN + temperature.len + m[5].len;
+
+    p = m[1].data + 1;
+    last = m[1].data + m[1].len - 1;
+    prev = 0;
+
+    for ( ;; ) {
+        while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF
+                            || *p == ','))
+        {
+            p++;
+        }
+
+        if (p == last) {
+            break;
+        }
+
+        msg.data = p;
+        p = ngx_http_llm_json_skip(p, last);
+        msg.len = p - msg.data;
+
+        if (ngx_http_llm_json_members(msg.data, msg.data + msg.len, fields,
+                                      f)
+            != NGX_OK
+            || ngx_http_llm_json_count(&msg) != 2
+            || f[1].len <= 2 || f[1].data[0] != '"')
+        {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_llm_anthropic_eq(&f[0], "\"system\"")
+            || ngx_http_llm_anthropic_eq(&f[0], "\"developer\""))
+        {
+            if (system.len) {
+                return NGX_DECLINED;
+            }
+
+            system = f[1];
+            len += f[1].len;
+            continue;
+        }
+
+        if (ngx_http_llm_anthropic_eq(&f[0], "\"user\"")) {
+            n = 1;
+
+        } else if (ngx_http_llm_anthropic_eq(&f[0], "\"assistant\"")) {
+            n = 2;
+
+        } else {
+            return NGX_DECLINED;
+        }
+
+        if (n == prev) {
+            return NGX_DECLINED;
+        }
+
+        prev = n;
+        len += sizeof("{\"role\":\"assistant\",\"content\":[{\"type\":"
+                      "\"text\",\"text\":}]},")
+               + f[1].len;
+    }
+
+    if (prev == 0) {
+        return NGX_DECLINED;
+    }
+
+    out = ngx_pnalloc(call->pool, len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_cpymem(out, "{\"model\":\"", sizeof("{\"model\":\"") - 1);
+    q = (u_char *) ngx_escape_json(q, call->model.data, call->model.len);
+    q = ngx_sprintf(q, "\",\"max_tokens\":%i", max);
+
+    if (system.len) {
+        q = ngx_cpymem(q, ",\"system\":", sizeof(",\"system\":") - 1);
+        q = ngx_cpymem(q, system.data, system.len);
+    }
+
+    q = ngx_cpymem(q, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
+
+    /* the second pass, over what the first one checked */
+
+    p = m[1].data + 1;
+    n = 0;
+
+    for ( ;; ) {
+        while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF
+                            || *p == ','))
+        {
+            p++;
+        }
+
+        if (p == last) {
+            break;
+        }
+
+        msg.data = p;
+        p = ngx_http_llm_json_skip(p, last);
+        msg.len = p - msg.data;
+
+        (void) ngx_http_llm_json_members(msg.data, msg.data + msg.len,
+                                         fields, f);
+
+        if (ngx_http_llm_anthropic_eq(&f[0], "\"system\"")
+            || ngx_http_llm_anthropic_eq(&f[0], "\"developer\""))
+        {
+            continue;
+        }
+
+        if (n++) {
+            *q++ = ',';
+        }
+
+        q = ngx_cpymem(q, "{\"role\":", sizeof("{\"role\":") - 1);
+        q = ngx_cpymem(q, f[0].data, f[0].len);
+        q = ngx_cpymem(q, ",\"content\":[{\"type\":\"text\",\"text\":",
+                       sizeof(",\"content\":[{\"type\":\"text\",\"text\":")
+                       - 1);
+        q = ngx_cpymem(q, f[1].data, f[1].len);
+        q = ngx_cpymem(q, "}]}", 3);
+    }
+
+    *q++ = ']';
+
+    if (temperature.len) {
+        q = ngx_cpymem(q, ",\"temperature\":", sizeof(",\"temperature\":") - 1);
+        q = ngx_cpymem(q, temperature.data, temperature.len);
+    }
+
+    if (m[5].len) {
+        q = ngx_cpymem(q, ",\"top_p\":", sizeof(",\"top_p\":") - 1);
+        q = ngx_cpymem(q, m[5].data, m[5].len);
+    }
+
+    if (call->stream) {
+        q = ngx_cpymem(q, ",\"stream\":true", sizeof(",\"stream\":true") - 1);
+    }
+
+    *q++ = '}';
+
+    call->raw_body.data = out;
+    call->raw_body.len = q - out;
 
     return NGX_OK;
 }

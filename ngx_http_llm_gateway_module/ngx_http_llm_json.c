@@ -319,6 +319,54 @@ ngx_http_llm_json_skip(u_char *p, u_char *last)
 }
 
 
+ngx_uint_t
+ngx_http_llm_json_count(ngx_str_t *object)
+{
+    u_char      *p, *last;
+    ngx_uint_t   n;
+
+    p = object->data;
+    last = object->data + object->len;
+
+    ngx_http_llm_json_ws(p, last);
+
+    if (p == last || *p++ != '{') {
+        return 0;
+    }
+
+    for (n = 0; /* void */; n++) {
+        ngx_http_llm_json_ws(p, last);
+
+        if (p < last && *p == ',') {
+            p++;
+            ngx_http_llm_json_ws(p, last);
+        }
+
+        if (p == last || *p != '"') {
+            return n;
+        }
+
+        p = ngx_http_llm_json_str(p, last);
+        if (p == NULL) {
+            return n;
+        }
+
+        ngx_http_llm_json_ws(p, last);
+
+        if (p == last || *p++ != ':') {
+            return n;
+        }
+
+        ngx_http_llm_json_ws(p, last);
+
+        p = ngx_http_llm_json_value(p, last, 1);
+        if (p == NULL) {
+            return n;
+        }
+    }
+}
+
+
 ngx_int_t
 ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem)
 {

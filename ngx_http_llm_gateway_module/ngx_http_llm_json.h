@@ -35,6 +35,9 @@ ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
 /* the end of the JSON value that starts at p, NULL if it is not valid */
 u_char *ngx_http_llm_json_skip(u_char *p, u_char *last);
 
+/* the number of members of a (valid) object span */
+ngx_uint_t ngx_http_llm_json_count(ngx_str_t *object);
+
 /* the element of an array span that has exactly one; NGX_DECLINED if it
  * has none or more */
 ngx_int_t ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem);

@@ -93,6 +93,8 @@ struct ngx_http_llm_call_s {
     json_t                     *request;       /* client body, read only;
                                                   NULL for raw drivers */
     ngx_str_t                   raw;           /* client body as sent */
+    json_t                    **tree;          /* the request's parsed body,
+                                                  see ngx_http_llm_call_tree */
     ngx_str_t                  *members;       /* NGX_HTTP_LLM_M_* spans */
     ngx_http_llm_provider_t    *provider;
     ngx_str_t                   model;         /* provider's model name */
@@ -194,6 +196,12 @@ extern ngx_http_llm_driver_t  ngx_http_llm_openai_driver;
 extern ngx_http_llm_driver_t  ngx_http_llm_azure_driver;
 extern ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver;
 extern ngx_http_llm_driver_t  ngx_http_llm_gemini_driver;
+
+
+/* ngx_http_llm_request.c: the client's body as a tree, parsed on first
+ * use (by drivers with raw_request that fall back to a tree); NULL if
+ * jansson cannot parse it: build_request then returns NGX_ABORT */
+json_t *ngx_http_llm_call_tree(ngx_http_llm_call_t *call);
 
 
 /* ngx_http_llm_util.c: helpers for drivers */

@@ -14,10 +14,12 @@
 static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
     ngx_str_t *out);
 static void ngx_http_llm_json_cleanup(void *data);
+static void ngx_http_llm_bad_json(ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_validate(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_parse_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
+static json_t *ngx_http_llm_parse_body(ngx_str_t *raw);
 static ngx_int_t ngx_http_llm_plan(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_attempt_start(ngx_http_request_t *r,
@@ -123,12 +125,7 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     rc = ngx_http_llm_parse_request(r, ctx);
 
     if (rc == NGX_DECLINED) {
-        ngx_http_llm_error_set(&err, NGX_HTTP_BAD_REQUEST,
-                               "invalid_request_error", "invalid_json", NULL,
-                               NULL);
-        ngx_str_set(&err.message, "We could not parse the JSON body of "
-                                  "your request (invalid UTF-8?).");
-
+        ngx_http_llm_bad_json(&err);
         ngx_http_finalize_request(r, ngx_http_llm_send_error(r, ctx, &err));
         return;
     }
@@ -151,6 +148,12 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    if (rc == NGX_ABORT) {
+        ngx_http_llm_bad_json(&err);
+        ngx_http_finalize_request(r, ngx_http_llm_send_error(r, ctx, &err));
+        return;
+    }
+
     if (rc == NGX_DECLINED) {
         ngx_http_llm_error_set(&err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error",
@@ -163,6 +166,16 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     }
 
     ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+}
+
+
+static void
+ngx_http_llm_bad_json(ngx_http_llm_error_t *err)
+{
+    ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST, "invalid_request_error",
+                           "invalid_json", NULL, NULL);
+    ngx_str_set(&err->message, "We could not parse the JSON body of your "
+                               "request (invalid UTF-8?).");
 }
 
 
@@ -244,7 +257,6 @@ static ngx_int_t
 ngx_http_llm_parse_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
     ngx_uint_t              i;
-    json_error_t            jerr;
     ngx_pool_cleanup_t     *cln;
     ngx_http_llm_target_t  *t;
 
@@ -265,12 +277,44 @@ ngx_http_llm_parse_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    ctx->body = json_loadb((char *) ctx->raw.data, ctx->raw.len, 0, &jerr);
+    ctx->body = ngx_http_llm_parse_body(&ctx->raw);
 
     cln->handler = ngx_http_llm_json_cleanup;
     cln->data = ctx->body;
 
     return ctx->body ? NGX_OK : NGX_DECLINED;
+}
+
+
+static json_t *
+ngx_http_llm_parse_body(ngx_str_t *raw)
+{
+    json_error_t  jerr;
+
+    return json_loadb((char *) raw->data, raw->len, 0, &jerr);
+}
+
+
+json_t *
+ngx_http_llm_call_tree(ngx_http_llm_call_t *call)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (*call->tree) {
+        return *call->tree;
+    }
+
+    cln = ngx_pool_cleanup_add(call->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    *call->tree = ngx_http_llm_parse_body(&call->raw);
+
+    cln->handler = ngx_http_llm_json_cleanup;
+    cln->data = *call->tree;
+
+    return *call->tree;
 }
 
 
@@ -519,6 +563,7 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->log = r->connection->log;
         call->endpoint = ctx->endpoint;
         call->request = ctx->body;
+        call->tree = &ctx->body;
         call->raw = ctx->raw;
         call->members = ctx->members;
         call->provider = t->provider;
@@ -532,6 +577,11 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->include_usage = ctx->include_usage;
 
         rc = t->provider->driver->build_request(call);
+
+        if (rc == NGX_ABORT) {
+            /* the body passed the scanner but not jansson (UTF-8) */
+            return NGX_ABORT;
+        }
 
         if (rc == NGX_DECLINED) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -16,6 +16,7 @@ my $module = $ENV{LLMGW_MODULE}
 
 plan(skip_all => "no module at $module") unless -f $module;
 plan(skip_all => 'curl is missing') if system('command -v curl >/dev/null');
+plan(skip_all => 'bench/run does not preload ASan') if $ENV{LLMGW_ASAN};
 
 my $dir = dirname($module);
 my $out = `BUILD_DIR='$dir' '$top/bench/run' --smoke --no-build --no-portkey 2>&1`;

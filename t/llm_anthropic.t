@@ -62,6 +62,41 @@ sub system_text {
 }
 
 ###############################################################################
+# a plain conversation: written from the client's bytes, not through a tree;
+# the provider must see the same request the tree would give
+
+for my $case (
+    [ 'plain', { max_completion_tokens => 77, top_p => 0.9,
+                 temperature => 1.5 } ],
+    [ 'tree', { max_completion_tokens => 77, top_p => 0.9,
+                temperature => 1.5, seed => 1 } ],
+) {
+    my ($name, $params) = @$case;
+    my $r = chat({
+        model => 'claude', %$params,
+        messages => [
+            { role => 'developer', content => "Be \"terse\".\n" },
+            { role => 'user', content => "caf\x{e9} \x{1f600}?" },
+            { role => 'assistant', content => 'Yes.' },
+            { role => 'user', content => 'And then?' },
+        ],
+    });
+    is($r->{status}, 200, "$name conversation: status") or diag($r->{body});
+    my $b = (mock_last($t) // {})->{json} // {};
+    is($b->{model}, 'claude-sonnet-4-5', "$name: model");
+    is($b->{max_tokens}, 77, "$name: max_completion_tokens -> max_tokens");
+    is($b->{temperature}, 1, "$name: temperature clamped to 1");
+    is($b->{top_p}, 0.9, "$name: top_p");
+    is(system_text($b->{system}), "Be \"terse\".\n", "$name: system");
+    is_deeply([ map { $_->{role} } @{ $b->{messages} // [] } ],
+        [qw(user assistant user)], "$name: turns");
+    is_deeply($b->{messages}[0]{content},
+        [{ type => 'text', text => "caf\x{e9} \x{1f600}?" }],
+        "$name: text blocks, characters kept");
+    ok(!exists $b->{stream}, "$name: no stream");
+}
+
+###############################################################################
 # request translation
 
 my $r = chat({

@@ -130,11 +130,17 @@ is_deeply($q->{json}{stream_options}, { include_usage => JSON::PP::true },
     'stream: include_usage false replaced');
 unlike($r->{body}, qr/"choices":\[\]/, 'stream: no usage chunk when false');
 
-# a route with an Anthropic target parses the body fully; invalid UTF-8
-# that the scanner lets through is refused there
-$r = raw(qq({"model":"claude",$msgs}));
+# an Anthropic target parses the body into a tree when it is more than a
+# plain conversation (here: tools); invalid UTF-8 that the scanner lets
+# through is refused there
+my $tools = '"tools":[{"type":"function","function":{"name":"f",'
+    . '"parameters":{"type":"object"}}}]';
+$r = raw(qq({"model":"claude",$tools,$msgs}));
 is($r->{status}, 200, 'anthropic target: 200');
-$r = raw(qq({"model":"claude","messages":[{"role":"user","content":"\xff"}]}));
+$r = raw(qq({"model":"claude",$tools,)
+    . qq("messages":[{"role":"user","content":"\xff"}]}));
 is($r->{status}, 400, 'anthropic target, invalid UTF-8: 400');
+is(($r->{json} // {})->{error}{code}, 'invalid_json',
+    'anthropic target, invalid UTF-8: invalid_json');
 
 $t->done;
