@@ -190,8 +190,8 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
 
     static const char  *fields[] = { "role", "content", NULL };
 
-    if (ngx_http_llm_json_members(call->raw.data,
-                                  call->raw.data + call->raw.len, names, m)
+    if (ngx_http_llm_json_get(call->raw.data,
+                              call->raw.data + call->raw.len, names, m)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -281,8 +281,8 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
         p = ngx_http_llm_json_skip(p, last);
         msg.len = p - msg.data;
 
-        if (ngx_http_llm_json_members(msg.data, msg.data + msg.len, fields,
-                                      f)
+        if (ngx_http_llm_json_get(msg.data, msg.data + msg.len, fields,
+                                  f)
             != NGX_OK
             || ngx_http_llm_json_count(&msg) != 2
             || f[1].len <= 2 || f[1].data[0] != '"')
@@ -362,8 +362,8 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
         p = ngx_http_llm_json_skip(p, last);
         msg.len = p - msg.data;
 
-        (void) ngx_http_llm_json_members(msg.data, msg.data + msg.len,
-                                         fields, f);
+        (void) ngx_http_llm_json_get(msg.data, msg.data + msg.len,
+                                     fields, f);
 
         if (ngx_http_llm_anthropic_eq(&f[0], "\"system\"")
             || ngx_http_llm_anthropic_eq(&f[0], "\"developer\""))
@@ -1122,19 +1122,19 @@ ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
         "cache_read_input_tokens", NULL
     };
 
-    if (ngx_http_llm_json_members(body->data, body->data + body->len, names,
-                                  m)
+    if (ngx_http_llm_json_get(body->data, body->data + body->len, names,
+                              m)
         != NGX_OK
         || !ngx_http_llm_anthropic_eq(&m[0], "\"message\"")
         || ngx_http_llm_json_only(&m[3], &block) != NGX_OK
-        || ngx_http_llm_json_members(block.data, block.data + block.len,
-                                     text, b)
+        || ngx_http_llm_json_get(block.data, block.data + block.len,
+                                 text, b)
            != NGX_OK
         || !ngx_http_llm_anthropic_eq(&b[0], "\"text\"")
         || b[1].len < 2 || b[1].data[0] != '"'
         || m[5].len == 0 || m[5].data[0] != '{'
-        || ngx_http_llm_json_members(m[5].data, m[5].data + m[5].len, usage,
-                                     u)
+        || ngx_http_llm_json_get(m[5].data, m[5].data + m[5].len, usage,
+                                 u)
            != NGX_OK)
     {
         return NGX_AGAIN;
@@ -1483,12 +1483,12 @@ ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call, ngx_str_t *data)
     static const char  *event[] = { "delta", NULL };
     static const char  *delta[] = { "type", "text", NULL };
 
-    if (ngx_http_llm_json_members(data->data, data->data + data->len, event,
-                                  m)
+    if (ngx_http_llm_json_get(data->data, data->data + data->len, event,
+                              m)
         != NGX_OK
         || m[0].len == 0 || m[0].data[0] != '{'
-        || ngx_http_llm_json_members(m[0].data, m[0].data + m[0].len, delta,
-                                     d)
+        || ngx_http_llm_json_get(m[0].data, m[0].data + m[0].len, delta,
+                                 d)
            != NGX_OK
         || !ngx_http_llm_anthropic_eq(&d[0], "\"text_delta\"")
         || d[1].len == 0 || d[1].data[0] != '"')

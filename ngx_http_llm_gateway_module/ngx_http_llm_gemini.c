@@ -1651,22 +1651,22 @@ ngx_http_llm_gemini_text_event(ngx_http_llm_call_t *call, ngx_str_t *data)
 
     /* one candidate, not the last, with one plain text part */
 
-    if (ngx_http_llm_json_members(data->data, data->data + data->len, event,
-                                  m)
+    if (ngx_http_llm_json_get(data->data, data->data + data->len, event,
+                              m)
         != NGX_OK
         || m[2].len || m[3].len || m[4].len
         || ngx_http_llm_json_only(&m[0], &cand) != NGX_OK
-        || ngx_http_llm_json_members(cand.data, cand.data + cand.len,
-                                     candidate, c)
+        || ngx_http_llm_json_get(cand.data, cand.data + cand.len,
+                                 candidate, c)
            != NGX_OK
         || c[1].len
         || (c[2].len && !(c[2].len == 1 && c[2].data[0] == '0'))
         || c[0].len == 0 || c[0].data[0] != '{'
-        || ngx_http_llm_json_members(c[0].data, c[0].data + c[0].len, parts,
-                                     content)
+        || ngx_http_llm_json_get(c[0].data, c[0].data + c[0].len, parts,
+                                 content)
            != NGX_OK
         || ngx_http_llm_json_only(&content[0], &part) != NGX_OK
-        || ngx_http_llm_json_members(part.data, part.data + part.len, text, t)
+        || ngx_http_llm_json_get(part.data, part.data + part.len, text, t)
            != NGX_OK
         || t[1].len || t[2].len
         || t[0].len < 2 || t[0].data[0] != '"')

@@ -32,6 +32,16 @@
 ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
     const char **names, ngx_str_t *values);
 
+/*
+ * ngx_http_llm_json_members() for a names array and a values array
+ * declared in place: that values has room for every name is checked when
+ * compiling.
+ */
+#define ngx_http_llm_json_get(p, last, names, values)                        \
+    (ngx_http_llm_json_members(p, last, names, values)                       \
+     + 0 * sizeof(char[(sizeof(values) / sizeof(values[0])                  \
+                        >= sizeof(names) / sizeof(names[0]) - 1) ? 1 : -1]))
+
 /* the end of the JSON value that starts at p, NULL if it is not valid */
 u_char *ngx_http_llm_json_skip(u_char *p, u_char *last);
 

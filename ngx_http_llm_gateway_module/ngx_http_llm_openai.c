@@ -201,8 +201,8 @@ ngx_http_llm_openai_usage_raw(ngx_http_llm_call_t *call, ngx_str_t *usage)
     static const char  *details[] = { "cached_tokens", NULL };
 
     if (usage->len == 0 || usage->data[0] != '{'
-        || ngx_http_llm_json_members(usage->data, usage->data + usage->len,
-                                     names, v)
+        || ngx_http_llm_json_get(usage->data, usage->data + usage->len,
+                                 names, v)
            != NGX_OK)
     {
         return;
@@ -222,8 +222,8 @@ ngx_http_llm_openai_usage_raw(ngx_http_llm_call_t *call, ngx_str_t *usage)
     }
 
     if (v[2].len && v[2].data[0] == '{'
-        && ngx_http_llm_json_members(v[2].data, v[2].data + v[2].len,
-                                     details, d)
+        && ngx_http_llm_json_get(v[2].data, v[2].data + v[2].len,
+                                 details, d)
            == NGX_OK)
     {
         n = ngx_http_llm_json_int(&d[0]);
@@ -393,8 +393,8 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
 
     /* chunks pass as they are: they are only looked at, not rebuilt */
 
-    if (ngx_http_llm_json_members(data->data, data->data + data->len, names,
-                                  m)
+    if (ngx_http_llm_json_get(data->data, data->data + data->len, names,
+                              m)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -453,8 +453,8 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
         }
 
         if (p != NULL
-            && ngx_http_llm_json_members(choice.data,
-                                         choice.data + choice.len, finish, c)
+            && ngx_http_llm_json_get(choice.data,
+                                     choice.data + choice.len, finish, c)
                == NGX_OK
             && ngx_http_llm_openai_copy(call, &c[0], &call->finish_reason)
                != NGX_OK)
