@@ -176,7 +176,7 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
 static ngx_int_t
 ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
 {
-    u_char      *p, *last, *out, *q, num[32];
+    u_char      *pos, *out, *q, num[32];
     size_t       len, n;
     double       temp;
     ngx_str_t    m[8], msg, f[2], system, temperature;
@@ -262,24 +262,10 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
           + ngx_escape_json(NULL, call->model.data, call->model.len)
           + NGX_INT_T_LEN + temperature.len + m[5].len;
 
-    p = m[1].data + 1;
-    last = m[1].data + m[1].len - 1;
+    pos = NULL;
     prev = 0;
 
-    for ( ;; ) {
-        while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF
-                            || *p == ','))
-        {
-            p++;
-        }
-
-        if (p == last) {
-            break;
-        }
-
-        msg.data = p;
-        p = ngx_http_llm_json_skip(p, last);
-        msg.len = p - msg.data;
+    while (ngx_http_llm_json_next(&m[1], &pos, &msg) == NGX_OK) {
 
         if (ngx_http_llm_json_get(msg.data, msg.data + msg.len, fields,
                                   f)
@@ -344,23 +330,10 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
 
     /* the second pass, over what the first one checked */
 
-    p = m[1].data + 1;
+    pos = NULL;
     n = 0;
 
-    for ( ;; ) {
-        while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF
-                            || *p == ','))
-        {
-            p++;
-        }
-
-        if (p == last) {
-            break;
-        }
-
-        msg.data = p;
-        p = ngx_http_llm_json_skip(p, last);
-        msg.len = p - msg.data;
+    while (ngx_http_llm_json_next(&m[1], &pos, &msg) == NGX_OK) {
 
         (void) ngx_http_llm_json_get(msg.data, msg.data + msg.len,
                                      fields, f);

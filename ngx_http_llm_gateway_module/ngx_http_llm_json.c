@@ -368,35 +368,56 @@ ngx_http_llm_json_count(ngx_str_t *object)
 
 
 ngx_int_t
-ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem)
+ngx_http_llm_json_next(ngx_str_t *array, u_char **pos, ngx_str_t *elem)
 {
     u_char  *p, *last;
 
     if (array->len < 2 || array->data[0] != '[') {
-        return NGX_DECLINED;
+        return NGX_ERROR;
     }
 
-    p = array->data + 1;
+    p = *pos ? *pos : array->data + 1;
     last = array->data + array->len - 1;
 
     ngx_http_llm_json_ws(p, last);
 
+    if (p < last && *p == ',' && *pos) {
+        p++;
+        ngx_http_llm_json_ws(p, last);
+    }
+
     if (p == last) {
-        return NGX_DECLINED;
+        return NGX_DONE;
     }
 
     elem->data = p;
 
     p = ngx_http_llm_json_skip(p, last);
     if (p == NULL) {
-        return NGX_DECLINED;
+        return NGX_ERROR;
     }
 
     elem->len = p - elem->data;
+    *pos = p;
 
-    ngx_http_llm_json_ws(p, last);
+    return NGX_OK;
+}
 
-    return (p == last) ? NGX_OK : NGX_DECLINED;
+
+ngx_int_t
+ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem)
+{
+    u_char     *pos;
+    ngx_str_t   next;
+
+    pos = NULL;
+
+    if (ngx_http_llm_json_next(array, &pos, elem) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return (ngx_http_llm_json_next(array, &pos, &next) == NGX_DONE)
+           ? NGX_OK : NGX_DECLINED;
 }
 
 

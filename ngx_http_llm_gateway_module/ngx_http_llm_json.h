@@ -48,6 +48,14 @@ u_char *ngx_http_llm_json_skip(u_char *p, u_char *last);
 /* the number of members of a (valid) object span */
 ngx_uint_t ngx_http_llm_json_count(ngx_str_t *object);
 
+/*
+ * The elements of an array span in turn: *pos starts NULL; NGX_OK with
+ * the next one in *elem, NGX_DONE after the last, NGX_ERROR if the span is
+ * not an array.
+ */
+ngx_int_t ngx_http_llm_json_next(ngx_str_t *array, u_char **pos,
+    ngx_str_t *elem);
+
 /* the element of an array span that has exactly one; NGX_DECLINED if it
  * has none or more */
 ngx_int_t ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem);

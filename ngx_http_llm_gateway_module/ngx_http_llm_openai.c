@@ -378,7 +378,8 @@ static ngx_int_t
 ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
     ngx_str_t *data)
 {
-    u_char     *p, *last;
+    u_char     *pos;
+    ngx_int_t   rc;
     ngx_str_t   m[6], c[1], choice;
 
     static const char  *names[] = {
@@ -424,43 +425,28 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
 
     ngx_http_llm_openai_usage_raw(call, &m[1]);
 
-    if (m[2].len == 0 || m[2].data[0] != '[') {
+    pos = NULL;
+    rc = ngx_http_llm_json_next(&m[2], &pos, &choice);
+
+    if (rc == NGX_ERROR) {
         return NGX_DECLINED;
     }
 
-    p = m[2].data + 1;
-    last = m[2].data + m[2].len - 1;
-
-    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
-        p++;
-    }
-
-    if (p == last) {
+    if (rc == NGX_DONE) {
         /* the usage chunk: the core sends its own if the client asked */
         return NGX_OK;
     }
 
-    if (call->finish_reason.len == 0 && *p == '{') {
-        choice.data = p;
-        choice.len = last - p;
+    /* the first choice's finish_reason */
 
-        /* the first choice only */
-
-        p = ngx_http_llm_json_skip(choice.data, last);
-
-        if (p != NULL) {
-            choice.len = p - choice.data;
-        }
-
-        if (p != NULL
-            && ngx_http_llm_json_get(choice.data,
-                                     choice.data + choice.len, finish, c)
-               == NGX_OK
-            && ngx_http_llm_openai_copy(call, &c[0], &call->finish_reason)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (call->finish_reason.len == 0
+        && ngx_http_llm_json_get(choice.data, choice.data + choice.len,
+                                 finish, c)
+           == NGX_OK
+        && ngx_http_llm_openai_copy(call, &c[0], &call->finish_reason)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     call->role_sent = 1;

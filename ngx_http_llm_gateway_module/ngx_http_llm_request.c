@@ -322,9 +322,9 @@ static ngx_int_t
 ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err)
 {
-    u_char     *p, *last;
+    u_char     *pos;
     ngx_int_t   rc;
-    ngx_str_t  *m, *v, opt[1];
+    ngx_str_t  *m, *v, opt[1], first;
 
     static const char  *names[] = {
         "model", "messages", "input", "stream", "stream_options", NULL
@@ -430,14 +430,9 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    p = v->data + 1;
-    last = v->data + v->len - 1;
+    pos = NULL;
 
-    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
-        p++;
-    }
-
-    if (p == last) {
+    if (ngx_http_llm_json_next(v, &pos, &first) == NGX_DONE) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
                                "invalid_request_error", "empty_array",
                                "messages", NULL);
