@@ -59,6 +59,8 @@ static const char *ngx_http_llm_anthropic_finish(ngx_str_t *reason);
 static ngx_int_t ngx_http_llm_anthropic_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
 static ngx_int_t ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call);
+static ngx_int_t ngx_http_llm_anthropic_meta(ngx_http_llm_call_t *call,
+    ngx_str_t *id, ngx_str_t *model, ngx_str_t *reason, const char **finish);
 static ngx_int_t ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call,
     ngx_str_t *body);
 static ngx_int_t ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call,
@@ -1006,33 +1008,11 @@ ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
     ngx_http_llm_json_get_str(in, "model", &model);
     ngx_http_llm_json_get_str(in, "stop_reason", &reason);
 
-    if (ngx_http_llm_str_keep(call->pool, &call->id, &id) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (id.len == 0) {
-        if (call->id.len == 0
-            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        id = call->id;
-    }
-
-    if (ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
+    if (ngx_http_llm_anthropic_meta(call, &id, &model, &reason, &finish)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
-
-    if (model.len == 0) {
-        model = call->model;
-    }
-
-    finish = ngx_http_llm_anthropic_finish(&reason);
-    call->finish_reason.data = (u_char *) finish;
-    call->finish_reason.len = ngx_strlen(finish);
 
     res = ngx_http_llm_completion_new(call, &id, &model, &choices);
     if (res == NULL) {
@@ -1073,6 +1053,38 @@ failed:
  * completion, its text copied as the JSON string it is.  Anything else
  * (tool calls, several blocks) goes through the tree: NGX_AGAIN.
  */
+
+/* the answer's id, model and finish reason, kept in the call; an id or a
+ * model the provider did not name is filled in */
+
+static ngx_int_t
+ngx_http_llm_anthropic_meta(ngx_http_llm_call_t *call, ngx_str_t *id,
+    ngx_str_t *model, ngx_str_t *reason, const char **finish)
+{
+    if (ngx_http_llm_str_keep(call->pool, &call->id, id) != NGX_OK
+        || (call->id.len == 0
+            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+        || ngx_http_llm_str_keep(call->pool, &call->resp_model, model)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (id->len == 0) {
+        *id = call->id;
+    }
+
+    if (model->len == 0) {
+        *model = call->model;
+    }
+
+    *finish = ngx_http_llm_anthropic_finish(reason);
+    call->finish_reason.data = (u_char *) *finish;
+    call->finish_reason.len = ngx_strlen(*finish);
+
+    return NGX_OK;
+}
+
 
 static ngx_int_t
 ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
@@ -1134,22 +1146,11 @@ ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
         ngx_str_null(&reason);
     }
 
-    if (ngx_http_llm_str_keep(call->pool, &call->id, &id) != NGX_OK
-        || (call->id.len == 0
-            && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
-        || ngx_http_llm_str_keep(call->pool, &call->resp_model, &model)
-           != NGX_OK)
+    if (ngx_http_llm_anthropic_meta(call, &id, &model, &reason, &finish)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
-
-    if (model.len == 0) {
-        model = call->model;
-    }
-
-    finish = ngx_http_llm_anthropic_finish(&reason);
-    call->finish_reason.data = (u_char *) finish;
-    call->finish_reason.len = ngx_strlen(finish);
 
     len = sizeof("{\"id\":\"\",\"object\":\"chat.completion\",\"created\":,"
                  "\"model\":\"\",\"choices\":[{\"index\":0,\"message\":"
@@ -1157,7 +1158,7 @@ ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
                  "\"finish_reason\":\"\"}],\"usage\":{\"prompt_tokens\":,"
                  "\"completion_tokens\":,\"total_tokens\":,"
                  "\"prompt_tokens_details\":{\"cached_tokens\":}}}")
-          + call->id.len + ngx_escape_json(NULL, call->id.data, call->id.len)
+          + id.len + ngx_escape_json(NULL, id.data, id.len)
           + model.len + ngx_escape_json(NULL, model.data, model.len)
           + b[1].len + ngx_strlen(finish) + NGX_TIME_T_LEN
           + 4 * NGX_INT_T_LEN;
@@ -1170,7 +1171,7 @@ ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
     call->answer.data = p;
 
     p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
-    p = (u_char *) ngx_escape_json(p, call->id.data, call->id.len);
+    p = (u_char *) ngx_escape_json(p, id.data, id.len);
     p = ngx_sprintf(p, "\",\"object\":\"chat.completion\",\"created\":%T,"
                        "\"model\":\"", call->created);
     p = (u_char *) ngx_escape_json(p, model.data, model.len);

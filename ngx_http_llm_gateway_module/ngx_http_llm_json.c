@@ -11,6 +11,8 @@ static u_char *ngx_http_llm_json_value(u_char *p, u_char *last,
     ngx_uint_t depth);
 static u_char *ngx_http_llm_json_object(u_char *p, u_char *last,
     ngx_uint_t depth, const char **names, ngx_str_t *values);
+static u_char *ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
+    ngx_uint_t first, ngx_uint_t *end);
 static u_char *ngx_http_llm_json_str(u_char *p, u_char *last);
 static u_char *ngx_http_llm_json_number(u_char *p, u_char *last);
 
@@ -62,31 +64,15 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
 {
     u_char      *key, *v;
     size_t       len;
-    ngx_uint_t   i, first;
+    ngx_uint_t   i, first, end;
 
-    first = 1;
+    for (first = 1; /* void */; first = 0) {
 
-    for ( ;; ) {
-        ngx_http_llm_json_ws(p, last);
+        p = ngx_http_llm_json_sep(p, last, '}', first, &end);
 
-        if (p == last) {
-            return NULL;
+        if (p == NULL || end) {
+            return p;
         }
-
-        if (*p == '}') {
-            return p + 1;
-        }
-
-        if (!first) {
-            if (*p != ',') {
-                return NULL;
-            }
-
-            p++;
-            ngx_http_llm_json_ws(p, last);
-        }
-
-        first = 0;
 
         if (p == last || *p != '"') {
             return NULL;
@@ -133,7 +119,7 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
 static u_char *
 ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
 {
-    ngx_uint_t  first;
+    ngx_uint_t  first, end;
 
     if (p == last || depth > NGX_HTTP_LLM_JSON_MAX_DEPTH) {
         return NULL;
@@ -169,35 +155,56 @@ ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
     /* an array */
 
     p++;
-    first = 1;
 
-    for ( ;; ) {
-        ngx_http_llm_json_ws(p, last);
+    for (first = 1; /* void */; first = 0) {
 
-        if (p == last) {
-            return NULL;
+        p = ngx_http_llm_json_sep(p, last, ']', first, &end);
+
+        if (p == NULL || end) {
+            return p;
         }
-
-        if (*p == ']') {
-            return p + 1;
-        }
-
-        if (!first) {
-            if (*p != ',') {
-                return NULL;
-            }
-
-            p++;
-            ngx_http_llm_json_ws(p, last);
-        }
-
-        first = 0;
 
         p = ngx_http_llm_json_value(p, last, depth + 1);
         if (p == NULL) {
             return NULL;
         }
     }
+}
+
+
+/*
+ * Before a member or an element: white space, and the comma after the
+ * previous one.  *end is set at the closing bracket, and the byte after it
+ * is returned; NULL: a syntax error.
+ */
+
+static u_char *
+ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
+    ngx_uint_t first, ngx_uint_t *end)
+{
+    ngx_http_llm_json_ws(p, last);
+
+    if (p == last) {
+        return NULL;
+    }
+
+    if (*p == close) {
+        *end = 1;
+        return p + 1;
+    }
+
+    *end = 0;
+
+    if (!first) {
+        if (*p != ',') {
+            return NULL;
+        }
+
+        p++;
+        ngx_http_llm_json_ws(p, last);
+    }
+
+    return p;
 }
 
 
@@ -323,7 +330,7 @@ ngx_uint_t
 ngx_http_llm_json_count(ngx_str_t *object)
 {
     u_char      *p, *last;
-    ngx_uint_t   n;
+    ngx_uint_t   n, end;
 
     p = object->data;
     last = object->data + object->len;
@@ -335,14 +342,10 @@ ngx_http_llm_json_count(ngx_str_t *object)
     }
 
     for (n = 0; /* void */; n++) {
-        ngx_http_llm_json_ws(p, last);
 
-        if (p < last && *p == ',') {
-            p++;
-            ngx_http_llm_json_ws(p, last);
-        }
+        p = ngx_http_llm_json_sep(p, last, '}', n == 0, &end);
 
-        if (p == last || *p != '"') {
+        if (p == NULL || end || *p != '"') {
             return n;
         }
 
