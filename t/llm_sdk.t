@@ -18,6 +18,17 @@ if (system('node -e 0 >/dev/null 2>&1') != 0) {
     plan(skip_all => 'node not found');
 }
 
+# openai 6.x wants Node 20; Debian 12's own nodejs is 18, which the 4.x
+# line of the SDK supports (same calls)
+my $major = `node -p 'process.versions.node.split(".")[0]'`;
+chomp $major;
+
+if ($major < 20) {
+    $sdk = "$sdk/node18";
+    system("cp '$FindBin::Bin/sdk/run.mjs' '$sdk/run.mjs'") == 0
+        or BAIL_OUT('cannot copy run.mjs');
+}
+
 if (!-d "$sdk/node_modules/openai") {
     my $out = `cd '$sdk' && npm install --no-audit --no-fund 2>&1`;
     if ($? != 0 || !-d "$sdk/node_modules/openai") {

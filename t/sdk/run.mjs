@@ -158,7 +158,10 @@ await check('tools', async () => {
 });
 
 await check('stream tools', async () => {
-    const runner = client.chat.completions.stream({
+    /* the 4.x SDK (Node 18) has the stream helper under beta */
+    const api = client.chat.completions.stream
+        ? client.chat.completions : client.beta.chat.completions;
+    const runner = api.stream({
         model,
         messages: [{ role: 'user', content: 'stream a call' }],
         tools,
