@@ -324,7 +324,6 @@ typedef struct {
     size_t                      body_size;
 
     void                       *sse;           /* ngx_http_llm_sse_t */
-    ngx_uint_t                  events;        /* translated events */
 
     unsigned                    header:1;      /* provider header seen */
     unsigned                    finished:1;

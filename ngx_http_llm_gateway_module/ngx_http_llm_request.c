@@ -42,7 +42,7 @@ static ngx_int_t ngx_http_llm_send_cooling(ngx_http_request_t *r,
 static ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
 static ngx_int_t ngx_http_llm_stream_tail(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_uint_t broken);
 static ngx_int_t ngx_http_llm_send_header(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
 static ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *key,
@@ -938,7 +938,7 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     json_t                   *in, *out;
     ngx_int_t                 rc;
     ngx_str_t                 body, *pname, *model;
-    ngx_uint_t                cond, fallback;
+    ngx_uint_t                cond, fallback, broken;
     json_error_t              jerr;
     ngx_http_llm_error_t      err;
     ngx_http_llm_driver_t    *drv;
@@ -950,36 +950,32 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     body.data = a->body;
     body.len = a->body_len;
 
+    /* a stream is complete when the provider said so or gave a reason */
+
+    broken = !a->stream_done
+             && (a->failed || a->call.finish_reason.len == 0);
+
     if (r->header_sent) {
 
         /* a stream already under way: it can only be ended */
 
         ctx->answer = a;
 
-        ngx_http_llm_route_result(r, ctx, a,
-                                  !a->stream_done
-                                  && (a->failed
-                                      || a->call.finish_reason.len == 0));
+        ngx_http_llm_route_result(r, ctx, a, broken);
 
-        if (ngx_http_llm_record(r, ctx, a,
-                                (!a->stream_done
-                                 && (a->failed
-                                     || a->call.finish_reason.len == 0))
-                                ? "broken" : NULL)
+        if (ngx_http_llm_record(r, ctx, a, broken ? "broken" : NULL)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        if (!a->stream_done
-            && (a->failed || a->call.finish_reason.len == 0))
-        {
+        if (broken) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "llm: provider \"%V\" model \"%V\" broke off the "
                           "stream after %Mms", pname, model, a->elapsed);
         }
 
-        return ngx_http_llm_stream_tail(r, ctx, a);
+        return ngx_http_llm_stream_tail(r, ctx, a, broken);
     }
 
     ngx_http_llm_error_defaults(NGX_HTTP_BAD_GATEWAY, &err);
@@ -1012,7 +1008,11 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     } else if (a->status >= 200 && a->status < 300) {
 
         if (a->streaming) {
-            if (a->events || a->stream_done) {
+
+            /* nothing has reached the client yet: a stream that ended
+             * unfinished is an invalid answer, and may fall back */
+
+            if (!broken) {
                 ctx->answer = a;
 
                 ngx_http_llm_route_result(r, ctx, a, 0);
@@ -1027,7 +1027,7 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                     return rc;
                 }
 
-                return ngx_http_llm_stream_tail(r, ctx, a);
+                return ngx_http_llm_stream_tail(r, ctx, a, 0);
             }
 
             in = NULL;
@@ -1353,7 +1353,7 @@ ngx_http_llm_send_answer(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_llm_stream_tail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_http_llm_attempt_t *a)
+    ngx_http_llm_attempt_t *a, ngx_uint_t broken)
 {
     json_t               *chunk, *delta, *usage;
     ngx_buf_t            *b;
@@ -1364,7 +1364,7 @@ ngx_http_llm_stream_tail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     call = &a->call;
 
-    if (!a->stream_done && (a->failed || call->finish_reason.len == 0)) {
+    if (broken) {
         ngx_http_llm_error_set(&err, NGX_HTTP_BAD_GATEWAY, "api_error",
                                "provider_error", NULL, NULL);
         ngx_str_set(&err.message, "The provider closed the stream before "
@@ -1599,7 +1599,6 @@ ngx_http_llm_sse_event(void *data, ngx_str_t *event, ngx_str_t *payload)
     switch (rc) {
 
     case NGX_OK:
-        a->events++;
         return NGX_OK;
 
     case NGX_DONE:
