@@ -17,7 +17,7 @@ static ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r,
     ngx_http_llm_loc_conf_t *llcf);
 static ngx_int_t ngx_http_llm_reject(ngx_http_request_t *r,
-    ngx_uint_t status, char *code, char *message);
+    ngx_uint_t status, char *code, char *message, char *allow);
 
 static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -230,7 +230,8 @@ ngx_http_llm_handler(ngx_http_request_t *r)
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
             return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
                                        "method_not_allowed",
-                                       "Only GET is allowed here.");
+                                       "Only GET is allowed here.",
+                                       "GET, HEAD");
         }
 
         return ngx_http_llm_models(r, llcf);
@@ -245,7 +246,7 @@ ngx_http_llm_handler(ngx_http_request_t *r)
     } else {
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_FOUND, "unknown_url",
                                    "Unknown request URL. Please check the "
-                                   "URL for typos.");
+                                   "URL for typos.", NULL);
     }
 
 #undef ngx_http_llm_ends
@@ -253,21 +254,16 @@ ngx_http_llm_handler(ngx_http_request_t *r)
     if (r->method != NGX_HTTP_POST) {
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
                                    "method_not_allowed",
-                                   "Only POST is allowed here.");
+                                   "Only POST is allowed here.", "POST");
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    ctx = ngx_http_llm_ctx_create(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
     ctx->conf = llcf;
     ctx->endpoint = endpoint;
-    ctx->start = ngx_current_msec;
-    ctx->ttft = (ngx_msec_t) -1;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
 
     rc = ngx_http_read_client_request_body(r, ngx_http_llm_body_handler);
 
@@ -281,11 +277,10 @@ ngx_http_llm_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status, char *code,
-    char *message)
+    char *message, char *allow)
 {
     ngx_int_t             rc;
-    ngx_str_t             msg;
-    ngx_table_elt_t      *h;
+    ngx_str_t             msg, value;
     ngx_http_llm_ctx_t   *ctx;
     ngx_http_llm_error_t  err;
 
@@ -294,28 +289,17 @@ ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status, char *code,
         return rc;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    ctx = ngx_http_llm_ctx_create(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
-    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
+    if (allow) {
+        value.data = (u_char *) allow;
+        value.len = ngx_strlen(allow);
 
-    if (status == NGX_HTTP_NOT_ALLOWED) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_llm_add_header(r, "Allow", &value) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-
-        if (code[0] == 'm' && message[5] == 'G') {
-            ngx_str_set(&h->value, "GET, HEAD");
-
-        } else {
-            ngx_str_set(&h->value, "POST");
         }
     }
 
@@ -334,10 +318,8 @@ ngx_http_llm_models(ngx_http_request_t *r, ngx_http_llm_loc_conf_t *llcf)
 {
     json_t                *root, *data, *m;
     ngx_int_t              rc;
-    ngx_buf_t             *b;
     ngx_str_t              out;
     ngx_uint_t             i;
-    ngx_chain_t            cl;
     ngx_http_llm_ctx_t    *ctx;
     ngx_http_llm_route_t  *route;
 
@@ -383,41 +365,12 @@ ngx_http_llm_models(ngx_http_request_t *r, ngx_http_llm_loc_conf_t *llcf)
     json_decref(data);
     json_decref(root);
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    ctx = ngx_http_llm_ctx_create(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->request = r;
-    ctx->own = 1;
-    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = out.len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = out.data;
-    b->last = out.data + out.len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    cl.buf = b;
-    cl.next = NULL;
-
-    return ngx_http_output_filter(r, &cl);
+    return ngx_http_llm_send_answer(r, ctx, NULL, &out);
 
 failed:
 

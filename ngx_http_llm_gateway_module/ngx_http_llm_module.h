@@ -375,7 +375,14 @@ extern ngx_module_t  ngx_http_llm_gateway_module;
 
 
 /* ngx_http_llm_request.c */
+ngx_http_llm_ctx_t *ngx_http_llm_ctx_create(ngx_http_request_t *r);
 void ngx_http_llm_body_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *key,
+    ngx_str_t *value);
+/* headers (x-llm-* of attempt a, if any) and a whole body with last_buf;
+ * status 200 unless r->headers_out.status is set */
+ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
 ngx_int_t ngx_http_llm_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);

@@ -39,14 +39,10 @@ static ngx_int_t ngx_http_llm_record(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, char *what);
 static ngx_int_t ngx_http_llm_send_cooling(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
-static ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
 static ngx_int_t ngx_http_llm_stream_tail(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_uint_t broken);
 static ngx_int_t ngx_http_llm_send_header(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
-static ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *key,
-    ngx_str_t *value);
 static ngx_int_t ngx_http_llm_sse_event(void *data, ngx_str_t *event,
     ngx_str_t *payload);
 static ngx_int_t ngx_http_llm_collect(ngx_http_request_t *r,
@@ -65,6 +61,26 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 static ngx_str_t  ngx_http_llm_post_method = ngx_string("POST");
+
+
+ngx_http_llm_ctx_t *
+ngx_http_llm_ctx_create(ngx_http_request_t *r)
+{
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->request = r;
+    ctx->start = ngx_current_msec;
+    ctx->ttft = (ngx_msec_t) -1;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
+
+    return ctx;
+}
 
 
 void
@@ -1197,7 +1213,7 @@ ngx_http_llm_record(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_add_header(ngx_http_request_t *r, char *key, ngx_str_t *value)
 {
     ngx_table_elt_t  *h;
@@ -1311,7 +1327,7 @@ ngx_http_llm_send_cooling(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_send_answer(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_attempt_t *a, ngx_str_t *body)
 {
@@ -1783,13 +1799,10 @@ ngx_http_llm_replace_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_error_t  err;
 
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+        ctx = ngx_http_llm_ctx_create(r);
         if (ctx == NULL) {
             return NGX_ERROR;
         }
-
-        ctx->request = r;
-        ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
     }
 
     ngx_http_llm_error_defaults(r->headers_out.status, &err);
