@@ -116,6 +116,9 @@ error_is(post('/v1/models', {}), 405, $ire, 'method_not_allowed', '*',
     'POST models');
 error_is(http($t, $p, 'DELETE', '/v1/embeddings'), 405, $ire,
     'method_not_allowed', '*', 'DELETE embeddings');
+is(http($t, $p, 'GET', $chat)->{headers}{allow}, 'POST',
+    'GET chat/completions: Allow');
+is(post('/v1/models', {})->{headers}{allow}, 'GET, HEAD', 'POST models: Allow');
 
 my $big = { model => 'ok', messages => [{ role => 'user',
     content => 'x' x 40000 }] };
