@@ -153,7 +153,8 @@ struct ngx_http_llm_driver_s {
      * A whole 2xx body, parsed, into an OpenAI body (*out, a new
      * reference; NULL: the body is sent unchanged).  Records usage in
      * call->usage.  NGX_DECLINED: the body is not what the format
-     * promises (invalid response).
+     * promises (invalid response).  May be NULL for a driver whose
+     * parse_raw never returns NGX_AGAIN.
      */
     ngx_int_t                 (*parse_response)(ngx_http_llm_call_t *call,
                                   json_t *in, json_t **out);

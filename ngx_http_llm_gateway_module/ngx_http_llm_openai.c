@@ -10,10 +10,6 @@
 static ngx_int_t ngx_http_llm_openai_build(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_build(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_body(ngx_http_llm_call_t *call);
-static void ngx_http_llm_openai_usage(ngx_http_llm_call_t *call,
-    json_t *usage);
-static ngx_int_t ngx_http_llm_openai_parse(ngx_http_llm_call_t *call,
-    json_t *in, json_t **out);
 static ngx_int_t ngx_http_llm_openai_event(ngx_http_llm_call_t *call,
     ngx_str_t *event, ngx_str_t *data);
 static void ngx_http_llm_openai_error(ngx_http_llm_call_t *call,
@@ -33,7 +29,7 @@ ngx_http_llm_driver_t  ngx_http_llm_openai_driver = {
     ngx_string("Bearer "),
     NULL,
     ngx_http_llm_openai_build,
-    ngx_http_llm_openai_parse,
+    NULL,
     ngx_http_llm_openai_event,
     ngx_http_llm_openai_error,
     ngx_http_llm_openai_parse_raw,
@@ -47,10 +43,10 @@ ngx_http_llm_driver_t  ngx_http_llm_azure_driver = {
     ngx_null_string,
     NULL,
     ngx_http_llm_azure_build,
-    ngx_http_llm_openai_parse,
+    NULL,
     ngx_http_llm_openai_event,
     ngx_http_llm_openai_error,
-    NULL,
+    ngx_http_llm_openai_parse_raw,
     0
 };
 
@@ -322,55 +318,6 @@ failed:
 
     json_decref(body);
     return NGX_ERROR;
-}
-
-
-static void
-ngx_http_llm_openai_usage(ngx_http_llm_call_t *call, json_t *usage)
-{
-    json_t  *v;
-
-    if (!json_is_object(usage)) {
-        return;
-    }
-
-    v = json_object_get(usage, "prompt_tokens");
-    if (json_is_integer(v)) {
-        call->usage.prompt = json_integer_value(v);
-    }
-
-    v = json_object_get(usage, "completion_tokens");
-    if (json_is_integer(v)) {
-        call->usage.completion = json_integer_value(v);
-
-    } else if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
-        call->usage.completion = 0;
-    }
-
-    v = json_object_get(json_object_get(usage, "prompt_tokens_details"),
-                        "cached_tokens");
-    if (json_is_integer(v)) {
-        call->usage.cached = json_integer_value(v);
-    }
-}
-
-
-static ngx_int_t
-ngx_http_llm_openai_parse(ngx_http_llm_call_t *call, json_t *in, json_t **out)
-{
-    const char  *key;
-
-    key = (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) ? "data" : "choices";
-
-    if (!json_is_object(in) || !json_is_array(json_object_get(in, key))) {
-        return NGX_DECLINED;
-    }
-
-    ngx_http_llm_openai_usage(call, json_object_get(in, "usage"));
-
-    *out = NULL;
-
-    return NGX_OK;
 }
 
 

@@ -1059,11 +1059,14 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             if (rc == NGX_OK && a->call.answer.len) {
                 body = a->call.answer;
 
-            } else if (rc == NGX_AGAIN) {
+            } else if (rc == NGX_AGAIN && drv->parse_response) {
                 in = json_loadb((char *) body.data, body.len, 0, &jerr);
                 rc = in ? drv->parse_response(&a->call, in, &out)
                         : NGX_DECLINED;
                 json_decref(in);
+
+            } else if (rc == NGX_AGAIN) {
+                rc = NGX_DECLINED;
             }
         }
 
