@@ -183,7 +183,7 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
     double       temp;
     ngx_str_t    m[8], msg, f[2], system, temperature;
     ngx_int_t    max;
-    ngx_uint_t   i, found, prev;
+    ngx_uint_t   i, found, prev, count;
 
     static const char  *names[] = {
         "model", "messages", "max_tokens", "max_completion_tokens",
@@ -192,8 +192,9 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
 
     static const char  *fields[] = { "role", "content", NULL };
 
-    if (ngx_http_llm_json_get(call->raw.data,
-                              call->raw.data + call->raw.len, names, m)
+    if (ngx_http_llm_json_get_n(call->raw.data,
+                                call->raw.data + call->raw.len, names, m,
+                                &count)
         != NGX_OK)
     {
         return NGX_DECLINED;
@@ -207,7 +208,7 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
         found += (m[i].len != 0);
     }
 
-    if (ngx_http_llm_json_count(&call->raw) != found
+    if (count != found
         || (m[5].len && m[5].data[0] != '-'
             && (m[5].data[0] < '0' || m[5].data[0] > '9')))
     {
@@ -269,10 +270,10 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
 
     while (ngx_http_llm_json_next(&m[1], &pos, &msg) == NGX_OK) {
 
-        if (ngx_http_llm_json_get(msg.data, msg.data + msg.len, fields,
-                                  f)
+        if (ngx_http_llm_json_get_n(msg.data, msg.data + msg.len, fields,
+                                    f, &count)
             != NGX_OK
-            || ngx_http_llm_json_count(&msg) != 2
+            || count != 2
             || f[1].len <= 2 || f[1].data[0] != '"')
         {
             return NGX_DECLINED;

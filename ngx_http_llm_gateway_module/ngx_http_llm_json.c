@@ -10,7 +10,8 @@
 static u_char *ngx_http_llm_json_value(u_char *p, u_char *last,
     ngx_uint_t depth);
 static u_char *ngx_http_llm_json_object(u_char *p, u_char *last,
-    ngx_uint_t depth, const char **names, ngx_str_t *values);
+    ngx_uint_t depth, const char **names, ngx_str_t *values,
+    ngx_uint_t *count);
 static u_char *ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
     ngx_uint_t first, ngx_uint_t *end);
 static u_char *ngx_http_llm_json_str(u_char *p, u_char *last);
@@ -29,6 +30,14 @@ ngx_int_t
 ngx_http_llm_json_members(u_char *p, u_char *last, const char **names,
     ngx_str_t *values)
 {
+    return ngx_http_llm_json_members_n(p, last, names, values, NULL);
+}
+
+
+ngx_int_t
+ngx_http_llm_json_members_n(u_char *p, u_char *last, const char **names,
+    ngx_str_t *values, ngx_uint_t *count)
+{
     ngx_uint_t  i, object;
 
     for (i = 0; names && names[i]; i++) {
@@ -39,7 +48,8 @@ ngx_http_llm_json_members(u_char *p, u_char *last, const char **names,
 
     object = (p < last && *p == '{');
 
-    p = object ? ngx_http_llm_json_object(p + 1, last, 0, names, values)
+    p = object ? ngx_http_llm_json_object(p + 1, last, 0, names, values,
+                                          count)
                : ngx_http_llm_json_value(p, last, 0);
 
     if (p == NULL) {
@@ -55,22 +65,25 @@ ngx_http_llm_json_members(u_char *p, u_char *last, const char **names,
     return object ? NGX_OK : NGX_DECLINED;
 }
 
-
 /* p follows the opening brace; returns the byte after the closing one */
 
 static u_char *
 ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
-    const char **names, ngx_str_t *values)
+    const char **names, ngx_str_t *values, ngx_uint_t *count)
 {
     u_char      *key, *v;
     size_t       len;
-    ngx_uint_t   i, first, end;
+    ngx_uint_t   i, n, end;
 
-    for (first = 1; /* void */; first = 0) {
+    for (n = 0; /* void */; n++) {
 
-        p = ngx_http_llm_json_sep(p, last, '}', first, &end);
+        p = ngx_http_llm_json_sep(p, last, '}', n == 0, &end);
 
         if (p == NULL || end) {
+            if (count) {
+                *count = n;
+            }
+
             return p;
         }
 
@@ -131,7 +144,8 @@ ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
         return ngx_http_llm_json_str(p, last);
 
     case '{':
-        return ngx_http_llm_json_object(p + 1, last, depth, NULL, NULL);
+        return ngx_http_llm_json_object(p + 1, last, depth, NULL, NULL,
+                                        NULL);
 
     case '[':
         break;
@@ -323,50 +337,6 @@ u_char *
 ngx_http_llm_json_skip(u_char *p, u_char *last)
 {
     return ngx_http_llm_json_value(p, last, 1);
-}
-
-
-ngx_uint_t
-ngx_http_llm_json_count(ngx_str_t *object)
-{
-    u_char      *p, *last;
-    ngx_uint_t   n, end;
-
-    p = object->data;
-    last = object->data + object->len;
-
-    ngx_http_llm_json_ws(p, last);
-
-    if (p == last || *p++ != '{') {
-        return 0;
-    }
-
-    for (n = 0; /* void */; n++) {
-
-        p = ngx_http_llm_json_sep(p, last, '}', n == 0, &end);
-
-        if (p == NULL || end || *p != '"') {
-            return n;
-        }
-
-        p = ngx_http_llm_json_str(p, last);
-        if (p == NULL) {
-            return n;
-        }
-
-        ngx_http_llm_json_ws(p, last);
-
-        if (p == last || *p++ != ':') {
-            return n;
-        }
-
-        ngx_http_llm_json_ws(p, last);
-
-        p = ngx_http_llm_json_value(p, last, 1);
-        if (p == NULL) {
-            return n;
-        }
-    }
 }
 
 

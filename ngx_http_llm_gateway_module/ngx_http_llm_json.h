@@ -31,6 +31,9 @@
  */
 ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
     const char **names, ngx_str_t *values);
+/* the same, and *count is the number of members of the object */
+ngx_int_t ngx_http_llm_json_members_n(u_char *p, u_char *last,
+    const char **names, ngx_str_t *values, ngx_uint_t *count);
 
 /*
  * ngx_http_llm_json_members() for a names array and a values array
@@ -38,15 +41,15 @@ ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
  * compiling.
  */
 #define ngx_http_llm_json_get(p, last, names, values)                        \
-    (ngx_http_llm_json_members(p, last, names, values)                       \
+    ngx_http_llm_json_get_n(p, last, names, values, NULL)
+
+#define ngx_http_llm_json_get_n(p, last, names, values, count)               \
+    (ngx_http_llm_json_members_n(p, last, names, values, count)              \
      + 0 * sizeof(char[(sizeof(values) / sizeof(values[0])                  \
                         >= sizeof(names) / sizeof(names[0]) - 1) ? 1 : -1]))
 
 /* the end of the JSON value that starts at p, NULL if it is not valid */
 u_char *ngx_http_llm_json_skip(u_char *p, u_char *last);
-
-/* the number of members of a (valid) object span */
-ngx_uint_t ngx_http_llm_json_count(ngx_str_t *object);
 
 /*
  * The elements of an array span in turn: *pos starts NULL; NGX_OK with

@@ -26,7 +26,7 @@ on_event(void *data, ngx_str_t *event, ngx_str_t *payload)
 {
     ngx_str_t   m[3], e, s;
     u_char     *pos;
-    ngx_uint_t  n;
+    ngx_uint_t  n, n2;
 
     static const char  *names[] = { "a", "choices", "usage", NULL };
 
@@ -40,7 +40,8 @@ on_event(void *data, ngx_str_t *event, ngx_str_t *payload)
             break;
         }
 
-        (void) ngx_http_llm_json_count(&e);
+        (void) ngx_http_llm_json_members_n(e.data, e.data + e.len, names,
+                                           m, &n2);
         (void) ngx_http_llm_json_string(pool, &e, &s);
         (void) ngx_http_llm_json_int(&e);
     }
