@@ -1,8 +1,10 @@
 #!/bin/sh
-# Build ngx_http_llm_gateway_module as a dynamic module binary-compatible
-# with the nginx that Debian packages (nginx-dev ships its configure flags).
+# Build ngx_http_llm_gateway_module and ngx_http_llm_mock_module (llm_mock,
+# the fake provider) as dynamic modules binary-compatible with the nginx
+# that Debian packages (nginx-dev ships its configure flags).
 #
 #   ./build.sh                 -> build/ngx_http_llm_gateway_module.so
+#                                 build/ngx_http_llm_mock_module.so
 #   BUILD_DIR=/tmp/b ./build.sh
 #   NGINX_SRC=/path/to/nginx-1.x ./build.sh   (a vanilla source tree)
 #   CFLAGS_EXTRA="-fsanitize=address" ./build.sh
@@ -53,6 +55,8 @@ fi
 
 make -f objs/Makefile modules
 # a new inode: a running nginx keeps its mapping of the old file
-cp objs/ngx_http_llm_gateway_module.so "$build/.module.so.tmp"
-mv -f "$build/.module.so.tmp" "$build/ngx_http_llm_gateway_module.so"
-echo "built $build/ngx_http_llm_gateway_module.so"
+for so in ngx_http_llm_gateway_module.so ngx_http_llm_mock_module.so; do
+    cp "objs/$so" "$build/.$so.tmp"
+    mv -f "$build/.$so.tmp" "$build/$so"
+    echo "built $build/$so"
+done

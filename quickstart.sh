@@ -1,8 +1,8 @@
 #!/bin/bash
 # See the gateway work in one command: installs what the build needs
-# (Debian/Ubuntu), builds the module, starts nginx with
+# (Debian/Ubuntu), builds the modules, starts nginx with
 # examples/quickstart.conf (the gateway on 127.0.0.1:8080 in front of
-# llm_mock, a built-in fake provider on 127.0.0.1:8081; no API key, no
+# llm_mock, the fake provider module, on 127.0.0.1:8081; no API key, no
 # Redis) and asks it once.  Run it again to rebuild and restart.
 #
 #   ./quickstart.sh
@@ -18,7 +18,8 @@ gw=http://127.0.0.1:8080
 # /usr/sbin is not in every user's PATH
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 
-# quickstart.conf loads build/ngx_http_llm_gateway_module.so
+# quickstart.conf loads build/ngx_http_llm_gateway_module.so and
+# build/ngx_http_llm_mock_module.so
 env -u BUILD_DIR "$top/build.sh"
 
 mkdir -p "$top/logs"

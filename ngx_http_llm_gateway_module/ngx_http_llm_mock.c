@@ -7,6 +7,8 @@
 /*
  * llm_mock: a fake LLM provider that speaks the OpenAI, Azure OpenAI,
  * Anthropic and Gemini wire formats, for demos, tests and benchmarks.
+ * It is a module of its own, ngx_http_llm_mock_module, so that a
+ * production gateway does not carry it; it uses nothing of the gateway.
  *
  * The reply is "Hello from llm_mock. You said: " and the text of the last
  * user message that has text.  When the request offers tools and does not
@@ -24,7 +26,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
-#include "ngx_http_llm_module.h"
+#include <jansson.h>
 
 
 #define NGX_HTTP_LLM_MOCK_OPENAI     0
@@ -75,6 +77,8 @@ struct ngx_http_llm_mock_ctx_s {
 };
 
 
+static char *ngx_http_llm_mock(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_llm_mock_handler(ngx_http_request_t *r);
 static void ngx_http_llm_mock_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_mock_process(ngx_http_request_t *r);
@@ -129,10 +133,54 @@ static size_t ngx_http_llm_mock_vformat(u_char *dst, const char *fmt,
     va_list args);
 
 
+static ngx_command_t  ngx_http_llm_mock_commands[] = {
+
+    { ngx_string("llm_mock"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_mock,
+      0,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_llm_mock_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_llm_mock_module = {
+    NGX_MODULE_V1,
+    &ngx_http_llm_mock_module_ctx,         /* module context */
+    ngx_http_llm_mock_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 static ngx_str_t  ngx_http_llm_mock_empty = ngx_null_string;
 
 
-char *
+static char *
 ngx_http_llm_mock(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_core_loc_conf_t  *clcf;

@@ -400,8 +400,5 @@ ngx_int_t ngx_http_llm_route_pick(ngx_http_request_t *r,
 void ngx_http_llm_route_result(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_uint_t failed);
 
-/* ngx_http_llm_mock.c */
-char *ngx_http_llm_mock(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
-
 
 #endif /* _NGX_HTTP_LLM_MODULE_H_INCLUDED_ */

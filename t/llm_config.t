@@ -74,8 +74,8 @@ SKIP: {
         close $fh;
         (my $name = $file) =~ s{.*/}{};
 
-        # our module, and key files that exist
-        $text =~ s/^\s*load_module\s+[^;]*llm_gateway[^;]*;//mg;
+        # our modules, and key files that exist
+        $text =~ s/^\s*load_module\s+[^;]*ngx_http_llm_[^;]*;//mg;
         $text =~ s/key_file=\S+?(?=[\s;])/key_file=$dir\/key/g;
 
         # relative paths are against the prefix (the repository top in

@@ -1,8 +1,10 @@
 #!/usr/bin/perl
 
-# llm_mock, the built-in fake provider, behind the gateway in every format;
-# text with quotes, escapes and non-ASCII characters comes out the same
-# whether the stream events are translated through a tree or copied.
+# llm_mock, the fake provider: a module of its own, which works without the
+# gateway and which the gateway alone does not know; behind the gateway in
+# every format, text with quotes, escapes and non-ASCII characters comes out
+# the same whether the stream events are translated through a tree or
+# copied.
 
 use strict;
 use warnings;
@@ -13,6 +15,34 @@ use Test::More;
 use LLMGW;
 
 my $t = LLMGW->new;
+
+my %h = ('Content-Type' => 'application/json');
+my $T = JSON::PP::true;
+
+my $alone = <<'EOF';
+http {
+    server {
+        listen 127.0.0.1:%%PORT_2%%;
+        location / { llm_mock; }
+    }
+}
+EOF
+
+my ($rc, $out) = $t->nginx_t("load_module %%MODULE%%;\n$alone");
+isnt($rc, 0, 'the gateway alone: llm_mock is refused');
+like($out, qr/unknown directive "llm_mock"/,
+    'the gateway alone: unknown directive');
+
+$t->write_conf("load_module %%MOCK_MODULE%%;\n$alone");
+$t->run;
+
+my $r = http($t, $t->port(2), 'POST', '/v1/chat/completions', \%h,
+    { model => 'm', messages => [{ role => 'user', content => 'Hi' }] });
+is($r->{status}, 200, 'the mock module alone: 200');
+is($r->{json}{choices}[0]{message}{content},
+    'Hello from llm_mock. You said: Hi', 'the mock module alone: content');
+
+$t->stop;
 
 $t->write_conf(<<'EOF');
 http {
@@ -50,8 +80,6 @@ EOF
 $t->run;
 
 my $p = $t->port(0);
-my %h = ('Content-Type' => 'application/json');
-my $T = JSON::PP::true;
 my $text = "say \"caf\x{e9}\" \\ \t tab \x{1f600} end";
 my $want = "Hello from llm_mock. You said: $text";
 
@@ -59,7 +87,7 @@ for my $model (qw(openai azure anthropic gemini)) {
     my $body = { model => $model,
                  messages => [{ role => 'user', content => $text }] };
 
-    my $r = http($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
+    $r = http($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
     is($r->{status}, 200, "$model: 200");
     is($r->{json}{choices}[0]{message}{content}, $want, "$model: content");
     ok($r->{json}{usage}{prompt_tokens} > 0, "$model: usage");

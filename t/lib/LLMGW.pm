@@ -10,6 +10,7 @@ package LLMGW;
 #   my $mock = $t->run_mock;           # node t/mock/provider.js
 #   $t->write_file('key', "sk-test\n");
 #   $t->write_conf(<<'EOF');           # %%PORT_n%% %%MOCK%% %%MODULE%%
+#                                      # %%MOCK_MODULE%%
 #   http { server { listen 127.0.0.1:%%PORT_0%%; ... } }   # %%TESTDIR%%
 #   EOF
 #   $t->run;
@@ -18,14 +19,17 @@ package LLMGW;
 #   is($r->{status}, 200);
 #   $t->done;                          # error.log check + done_testing
 #
-# write_conf() adds, unless the text has its own: load_module, daemon on,
+# write_conf() adds, unless the text has its own: load_module (of the
+# gateway, and of the mock module too if the text uses llm_mock), daemon on,
 # worker_processes 1, pid, error_log <dir>/error.log info, "user root" when
-# run as root, events {}, and at the top of http {}: the temp paths
-# (client_body_temp_path, proxy_temp_path, ...) inside the test directory
-# and access_log <dir>/access.log.
+# run as root, events {} (at the end), and at the top of http {}: the temp
+# paths (client_body_temp_path, proxy_temp_path, ...) inside the test
+# directory and access_log <dir>/access.log.
 #
 # Environment:
 #   LLMGW_MODULE  the .so (default <repo>/build/ngx_http_llm_gateway_module.so)
+#   LLMGW_MOCK_MODULE  the llm_mock .so (default ngx_http_llm_mock_module.so
+#                 next to LLMGW_MODULE)
 #   LLMGW_NGINX   the nginx binary (default /usr/sbin/nginx)
 #   LLMGW_KEEP    keep the test directory (printed with diag)
 #   LLMGW_NODE    the node binary (default node)
@@ -72,6 +76,9 @@ sub new {
         // "$REPO/build/ngx_http_llm_gateway_module.so";
     $module = abs_path($module) // $module if -e $module;
 
+    my $mock_module = $ENV{LLMGW_MOCK_MODULE}
+        // dirname($module) . '/ngx_http_llm_mock_module.so';
+
     if (!$opts{no_module} && !-f $module) {
         Test::More::plan(skip_all => "module not built: $module");
     }
@@ -89,6 +96,7 @@ sub new {
     my $self = bless {
         dir      => $dir,
         module   => $module,
+        mock_module => $mock_module,
         nginx    => $nginx,
         ports    => {},
         taken    => {},
@@ -284,6 +292,7 @@ sub _subst {
     $text =~ s/%%PORT_(\w+)%%/$self->port($1)/ge;
     $text =~ s/%%MOCK(\d*)%%/$self->mock_port($1 eq '' ? 0 : $1)/ge;
     $text =~ s/%%MODULE%%/$self->{module}/g;
+    $text =~ s/%%MOCK_MODULE%%/$self->{mock_module}/g;
     $text =~ s/%%TESTDIR%%/$self->{dir}/g;
     return $text;
 }
@@ -294,15 +303,20 @@ sub _render {
     my $d = $self->{dir};
     my $head = '';
 
-    $head .= "load_module $self->{module};\n"
-        if !$self->{no_module} && $c !~ /^\s*load_module\b/m;
+    if (!$self->{no_module} && $c !~ /^\s*load_module\b/m) {
+        $head .= "load_module $self->{module};\n";
+        $head .= "load_module $self->{mock_module};\n"
+            if $c =~ /\bllm_mock\s*;/;
+    }
     $head .= "daemon on;\n" if $c !~ /^\s*daemon\b/m;
     $head .= "master_process on;\n" if $c !~ /^\s*master_process\b/m;
     $head .= "worker_processes 1;\n" if $c !~ /^\s*worker_processes\b/m;
     $head .= "pid $d/nginx.pid;\n" if $c !~ /^\s*pid\b/m;
     $head .= "error_log $d/$errlog info;\n" if $c !~ /^error_log\b/m;
     $head .= "user root;\n" if $> == 0 && $c !~ /^\s*user\b/m;
-    $head .= "events {}\n" if $c !~ /^\s*events\s*\{/m;
+
+    # last: the text's own load_module lines must come before events {}
+    my $tail = $c =~ /^\s*events\s*\{/m ? '' : "\nevents {}\n";
 
     my $http = '';
     for my $p (qw(client_body proxy fastcgi uwsgi scgi)) {
@@ -312,7 +326,7 @@ sub _render {
     $http .= "    access_log $d/access.log;\n";
     $c =~ s/^(\s*http\s*\{[^\n]*\n)/$1$http/m;
 
-    return $head . $c;
+    return $head . $c . $tail;
 }
 
 sub _listen_ports {
