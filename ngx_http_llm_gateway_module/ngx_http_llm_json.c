@@ -7,15 +7,47 @@
 #include "ngx_http_llm_json.h"
 
 
+typedef struct {
+    const char   **names;
+    ngx_str_t     *values;
+    ngx_uint_t     count;
+    ngx_int_t      dup;
+} ngx_http_llm_json_members_t;
+
+
+static ngx_int_t ngx_http_llm_json_scan(u_char *p, u_char *last,
+    ngx_http_llm_json_members_t *m);
 static u_char *ngx_http_llm_json_value(u_char *p, u_char *last,
     ngx_uint_t depth);
 static u_char *ngx_http_llm_json_object(u_char *p, u_char *last,
-    ngx_uint_t depth, const char **names, ngx_str_t *values,
-    ngx_uint_t *count);
+    ngx_uint_t depth, ngx_http_llm_json_members_t *m);
+static ngx_uint_t ngx_http_llm_json_key_is(u_char *key, u_char *end,
+    const char *name);
 static u_char *ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
     ngx_uint_t first, ngx_uint_t *end);
 static u_char *ngx_http_llm_json_str(u_char *p, u_char *last);
+static ngx_int_t ngx_http_llm_json_hex(u_char *p);
+static u_char *ngx_http_llm_json_unescape(u_char **src, u_char *dst);
 static u_char *ngx_http_llm_json_number(u_char *p, u_char *last);
+static ngx_uint_t ngx_http_llm_json_huge(u_char *p, u_char *last);
+static ngx_inline size_t ngx_http_llm_utf8_seq(u_char *p, u_char *last,
+    size_t *bad);
+static u_char *ngx_http_llm_utf8_find(u_char *p, u_char *last, size_t *bad);
+static size_t ngx_http_llm_utf8_fix(u_char *p, u_char *last, u_char *dst);
+
+
+/*
+ * Whether one of the 8 bytes in w is a control character, a quote, a
+ * backslash or not ASCII: the high bit of each byte, of each byte minus
+ * 0x20, and of each byte equal to '"' or '\\' minus 1 (a borrow sets more
+ * bits only after a byte that sets one).
+ */
+
+#define ngx_http_llm_json_special(w)                                         \
+    (((w) | ((w) - 0x2020202020202020ULL)                                    \
+      | (((w) ^ 0x2222222222222222ULL) - 0x0101010101010101ULL)              \
+      | (((w) ^ 0x5c5c5c5c5c5c5c5cULL) - 0x0101010101010101ULL))             \
+     & 0x8080808080808080ULL)
 
 
 #define ngx_http_llm_json_ws(p, last)                                        \
@@ -30,7 +62,12 @@ ngx_int_t
 ngx_http_llm_json_members(u_char *p, u_char *last, const char **names,
     ngx_str_t *values)
 {
-    return ngx_http_llm_json_members_n(p, last, names, values, NULL);
+    ngx_http_llm_json_members_t  m;
+
+    m.names = names;
+    m.values = values;
+
+    return ngx_http_llm_json_scan(p, last, &m);
 }
 
 
@@ -38,18 +75,57 @@ ngx_int_t
 ngx_http_llm_json_members_n(u_char *p, u_char *last, const char **names,
     ngx_str_t *values, ngx_uint_t *count)
 {
+    ngx_int_t                    rc;
+    ngx_http_llm_json_members_t  m;
+
+    m.names = names;
+    m.values = values;
+
+    rc = ngx_http_llm_json_scan(p, last, &m);
+
+    if (count) {
+        *count = m.count;
+    }
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_llm_json_members_dup(u_char *p, u_char *last, const char **names,
+    ngx_str_t *values, ngx_int_t *dup)
+{
+    ngx_int_t                    rc;
+    ngx_http_llm_json_members_t  m;
+
+    m.names = names;
+    m.values = values;
+
+    rc = ngx_http_llm_json_scan(p, last, &m);
+
+    *dup = m.dup;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_llm_json_scan(u_char *p, u_char *last, ngx_http_llm_json_members_t *m)
+{
     ngx_uint_t  i, object;
 
-    for (i = 0; names && names[i]; i++) {
-        ngx_str_null(&values[i]);
+    m->count = 0;
+    m->dup = -1;
+
+    for (i = 0; m->names && m->names[i]; i++) {
+        ngx_str_null(&m->values[i]);
     }
 
     ngx_http_llm_json_ws(p, last);
 
     object = (p < last && *p == '{');
 
-    p = object ? ngx_http_llm_json_object(p + 1, last, 0, names, values,
-                                          count)
+    p = object ? ngx_http_llm_json_object(p + 1, last, 0, m)
                : ngx_http_llm_json_value(p, last, 0);
 
     if (p == NULL) {
@@ -65,23 +141,27 @@ ngx_http_llm_json_members_n(u_char *p, u_char *last, const char **names,
     return object ? NGX_OK : NGX_DECLINED;
 }
 
-/* p follows the opening brace; returns the byte after the closing one */
+
+/*
+ * p follows the opening brace; returns the byte after the closing one.
+ * m, NULL in nested objects, gets the named members, the number of
+ * members, and the first name seen twice.
+ */
 
 static u_char *
 ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
-    const char **names, ngx_str_t *values, ngx_uint_t *count)
+    ngx_http_llm_json_members_t *m)
 {
-    u_char      *key, *v;
-    size_t       len;
-    ngx_uint_t   i, n, end;
+    u_char      *key, *end, *v;
+    ngx_uint_t   i, n, close;
 
     for (n = 0; /* void */; n++) {
 
-        p = ngx_http_llm_json_sep(p, last, '}', n == 0, &end);
+        p = ngx_http_llm_json_sep(p, last, '}', n == 0, &close);
 
-        if (p == NULL || end) {
-            if (count) {
-                *count = n;
+        if (p == NULL || close) {
+            if (m) {
+                m->count = n;
             }
 
             return p;
@@ -98,7 +178,7 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
             return NULL;
         }
 
-        len = p - 1 - key;
+        end = p - 1;
 
         ngx_http_llm_json_ws(p, last);
 
@@ -116,12 +196,19 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
             return NULL;
         }
 
-        for (i = 0; names && names[i]; i++) {
-            if (ngx_strlen(names[i]) == len
-                && ngx_strncmp(names[i], key, len) == 0)
-            {
-                values[i].data = v;
-                values[i].len = p - v;
+        if (m == NULL || m->names == NULL) {
+            continue;
+        }
+
+        for (i = 0; m->names[i]; i++) {
+            if (ngx_http_llm_json_key_is(key, end, m->names[i])) {
+
+                if (m->values[i].data && m->dup == -1) {
+                    m->dup = i;
+                }
+
+                m->values[i].data = v;
+                m->values[i].len = p - v;
                 break;
             }
         }
@@ -129,12 +216,49 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
 }
 
 
+/* whether a key, its escapes read, is the name: "mod\u0065l" is "model" */
+
+static ngx_uint_t
+ngx_http_llm_json_key_is(u_char *key, u_char *end, const char *name)
+{
+    u_char  *n, *e, buf[4];
+
+    n = (u_char *) name;
+
+    while (key < end) {
+
+        if (*key != '\\') {
+            if (*n++ != *key++) {
+                return 0;
+            }
+
+            continue;
+        }
+
+        e = ngx_http_llm_json_unescape(&key, buf);
+
+        if (ngx_strncmp(n, buf, e - buf) != 0) {
+            return 0;
+        }
+
+        n += e - buf;
+    }
+
+    return *n == '\0';
+}
+
+
+/*
+ * depth counts as jansson does, so that the same documents are too deep
+ * for both: the top value is at depth 0, the values in it at depth 1, ...
+ */
+
 static u_char *
 ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
 {
     ngx_uint_t  first, end;
 
-    if (p == last || depth > NGX_HTTP_LLM_JSON_MAX_DEPTH) {
+    if (p == last || depth >= NGX_HTTP_LLM_JSON_MAX_DEPTH) {
         return NULL;
     }
 
@@ -144,8 +268,7 @@ ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
         return ngx_http_llm_json_str(p, last);
 
     case '{':
-        return ngx_http_llm_json_object(p + 1, last, depth, NULL, NULL,
-                                        NULL);
+        return ngx_http_llm_json_object(p + 1, last, depth, NULL);
 
     case '[':
         break;
@@ -222,25 +345,70 @@ ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
 }
 
 
-/* p points at the opening quote; returns the byte after the closing one */
+/*
+ * p points at the opening quote; returns the byte after the closing one.
+ * As jansson: UTF-8 only, and no \u0000 or unpaired surrogate escapes.
+ */
 
 static u_char *
 ngx_http_llm_json_str(u_char *p, u_char *last)
 {
-    ngx_uint_t  i;
+    size_t     n, bad;
+    uint64_t   w;
+    ngx_int_t  c;
 
-    for (p++; p < last; p++) {
+    p++;
+
+    for ( ;; ) {
+
+        /*
+         * printable ASCII other than the quote and the backslash, 8 bytes
+         * at a time, then up to the byte that needs a look
+         */
+
+        while (last - p >= 8) {
+            ngx_memcpy(&w, p, 8);
+
+            if (ngx_http_llm_json_special(w)) {
+                break;
+            }
+
+            p += 8;
+        }
+
+        while (p < last && (u_char) (*p - 0x20) < 0x60
+               && *p != '"' && *p != '\\')
+        {
+            p++;
+        }
+
+        if (p == last) {
+            return NULL;
+        }
 
         if (*p == '"') {
             return p + 1;
         }
 
-        if (*p < 0x20) {
-            return NULL;
+        if (*p >= 0x80) {
+
+            /* text that is not ASCII rarely has ASCII in every 8 bytes */
+
+            do {
+                n = ngx_http_llm_utf8_seq(p, last, &bad);
+                if (n == 0) {
+                    return NULL;
+                }
+
+                p += n;
+
+            } while (p < last && *p >= 0x80);
+
+            continue;
         }
 
         if (*p != '\\') {
-            continue;
+            return NULL;
         }
 
         if (++p == last) {
@@ -257,38 +425,157 @@ ngx_http_llm_json_str(u_char *p, u_char *last)
                 return NULL;
             }
 
-            for (i = 1; i <= 4; i++) {
-                if (!((p[i] >= '0' && p[i] <= '9')
-                      || ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'f')))
-                {
-                    return NULL;
-                }
+            c = ngx_http_llm_json_hex(p + 1);
+
+            if (c <= 0 || (c >= 0xdc00 && c <= 0xdfff)) {
+                return NULL;
             }
 
             p += 4;
+
+            if (c >= 0xd800 && c <= 0xdbff) {
+
+                /* a high surrogate, a low one must follow */
+
+                if (last - p < 7 || p[1] != '\\' || p[2] != 'u') {
+                    return NULL;
+                }
+
+                c = ngx_http_llm_json_hex(p + 3);
+
+                if (c < 0xdc00 || c > 0xdfff) {
+                    return NULL;
+                }
+
+                p += 6;
+            }
+
             break;
 
         default:
             return NULL;
         }
-    }
 
-    return NULL;
+        p++;
+    }
 }
 
+
+/* four hex digits, -1 if they are not */
+
+static ngx_int_t
+ngx_http_llm_json_hex(u_char *p)
+{
+    u_char      c;
+    ngx_int_t   v;
+    ngx_uint_t  i;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+
+        if (c >= '0' && c <= '9') {
+            v = v * 16 + c - '0';
+            continue;
+        }
+
+        c |= 0x20;
+
+        if (c >= 'a' && c <= 'f') {
+            v = v * 16 + c - 'a' + 10;
+            continue;
+        }
+
+        return -1;
+    }
+
+    return v;
+}
+
+
+/*
+ * *src points at the backslash of an escape that the scanner accepted: its
+ * text goes to dst in UTF-8 (a surrogate pair as one 4-byte sequence), *src
+ * moves past it; returns the end of what was written
+ */
+
+static u_char *
+ngx_http_llm_json_unescape(u_char **src, u_char *dst)
+{
+    u_char      *p;
+    ngx_uint_t   c;
+
+    p = *src + 1;
+
+    switch (*p++) {
+    case 'b': c = '\b'; break;
+    case 'f': c = '\f'; break;
+    case 'n': c = '\n'; break;
+    case 'r': c = '\r'; break;
+    case 't': c = '\t'; break;
+
+    case 'u':
+        c = ngx_http_llm_json_hex(p);
+        p += 4;
+
+        if (c >= 0xd800 && c <= 0xdbff) {
+            c = 0x10000 + ((c - 0xd800) << 10)
+                + (ngx_http_llm_json_hex(p + 2) - 0xdc00);
+            p += 6;
+        }
+
+        break;
+
+    default:                    /* '"', '\\', '/' */
+        c = p[-1];
+    }
+
+    *src = p;
+
+    if (c < 0x80) {
+        *dst++ = (u_char) c;
+
+    } else if (c < 0x800) {
+        *dst++ = (u_char) (0xc0 | (c >> 6));
+        *dst++ = (u_char) (0x80 | (c & 0x3f));
+
+    } else if (c < 0x10000) {
+        *dst++ = (u_char) (0xe0 | (c >> 12));
+        *dst++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
+        *dst++ = (u_char) (0x80 | (c & 0x3f));
+
+    } else {
+        *dst++ = (u_char) (0xf0 | (c >> 18));
+        *dst++ = (u_char) (0x80 | ((c >> 12) & 0x3f));
+        *dst++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
+        *dst++ = (u_char) (0x80 | (c & 0x3f));
+    }
+
+    return dst;
+}
+
+
+/*
+ * As jansson: an integer (no fraction, no exponent) must fit in int64_t,
+ * any other number must not overflow a double.  Only numbers that can
+ * overflow take the slow check.
+ */
 
 static u_char *
 ngx_http_llm_json_number(u_char *p, u_char *last)
 {
-    u_char  *start;
+    u_char      *digits, *end, *start;
+    ngx_uint_t   neg;
 
-    if (p < last && *p == '-') {
-        p++;
-    }
+    neg = (p < last && *p == '-');
+    p += neg;
 
     if (p == last || *p < '0' || *p > '9') {
         return NULL;
     }
+
+    digits = p;
 
     if (*p == '0') {
         p++;
@@ -298,6 +585,8 @@ ngx_http_llm_json_number(u_char *p, u_char *last)
             p++;
         }
     }
+
+    end = p;
 
     if (p < last && *p == '.') {
         start = ++p;
@@ -327,9 +616,149 @@ ngx_http_llm_json_number(u_char *p, u_char *last)
         if (p == start) {
             return NULL;
         }
+
+        return ngx_http_llm_json_huge(digits, p) ? NULL : p;
+    }
+
+    if (end != p) {
+
+        /* a fraction: less than 10^308 with 308 integer digits or less */
+
+        return (end - digits > 308 && ngx_http_llm_json_huge(digits, p))
+               ? NULL : p;
+    }
+
+    /*
+     * An integer: 19 digits or more need a look, and with no leading
+     * zeros, their text compares as their values do.
+     */
+
+    if (p - digits >= 19
+        && (p - digits > 19
+            || ngx_strncmp(digits, neg ? "9223372036854775808"
+                                       : "9223372036854775807", 19) > 0))
+    {
+        return NULL;
     }
 
     return p;
+}
+
+
+/*
+ * Whether a number (without its sign) overflows a double, as strtod()
+ * reports it with ERANGE: its value is at least 2^1024 - 2^970, the least
+ * one that rounds to infinity.  The decimal exponent of the first
+ * significant digit decides, and when it is 308, the digits themselves.
+ */
+
+static ngx_uint_t
+ngx_http_llm_json_huge(u_char *p, u_char *last)
+{
+    u_char      *d, *ie, *f, *fe, *q;
+    int64_t      x, lim, mag;
+    ngx_uint_t   i, neg;
+
+    static u_char  bound[] =
+        "179769313486231580793728971405303415079934132710037826936173"
+        "778980444968292764750946649017977587207096330286416692887910"
+        "946555547851940402630657488671505820681908902000708383676273"
+        "854845817711531764475730270069855571366959622842914819860834"
+        "936475292719074168444365510704342711559699508093042880177904"
+        "174497792";
+
+    /* the integer digits p..ie, the fraction digits f..fe */
+
+    ie = p;
+
+    while (ie < last && *ie >= '0' && *ie <= '9') {
+        ie++;
+    }
+
+    f = (ie < last && *ie == '.') ? ie + 1 : ie;
+    fe = f;
+
+    while (fe < last && *fe >= '0' && *fe <= '9') {
+        fe++;
+    }
+
+    /*
+     * The exponent stops growing at the length of the number plus 400:
+     * from there on it decides alone, whatever the digits.
+     */
+
+    lim = (last - p) + 400;
+    x = 0;
+    neg = 0;
+
+    if (fe < last) {
+        q = fe + 1;
+
+        if (*q == '+' || *q == '-') {
+            neg = (*q == '-');
+            q++;
+        }
+
+        while (q < last) {
+            if (x < lim) {
+                x = x * 10 + (*q - '0');
+            }
+
+            q++;
+        }
+    }
+
+    if (neg) {
+        x = -x;
+    }
+
+    /* mag: the power of ten of the first significant digit */
+
+    if (*p == '0') {
+
+        /* no leading zeros: 0.000ddd */
+
+        d = f;
+
+        while (d < fe && *d == '0') {
+            d++;
+        }
+
+        if (d == fe) {
+            return 0;
+        }
+
+        mag = x - (d - f) - 1;
+        p = d;
+        ie = fe;
+        f = fe;
+
+    } else {
+        mag = x + (ie - p) - 1;
+    }
+
+    if (mag != 308) {
+        return mag > 308;
+    }
+
+    /* the significant digits against the bound's, zeros after the last */
+
+    for (i = 0; i < sizeof(bound) - 1; i++) {
+
+        if (p == ie) {
+            p = f;
+            ie = fe;
+            f = fe;
+        }
+
+        d = (p < ie) ? p++ : (u_char *) "0";
+
+        if (*d != bound[i]) {
+            return *d > bound[i];
+        }
+    }
+
+    return 1;
 }
 
 
@@ -408,8 +837,7 @@ ngx_http_llm_json_int(ngx_str_t *v)
 ngx_int_t
 ngx_http_llm_json_string(ngx_pool_t *pool, ngx_str_t *v, ngx_str_t *s)
 {
-    u_char      *p, *last, *d;
-    ngx_uint_t   c, i;
+    u_char  *p, *last, *d;
 
     if (v->len < 2 || v->data[0] != '"') {
         return NGX_DECLINED;
@@ -440,47 +868,177 @@ ngx_http_llm_json_string(ngx_pool_t *pool, ngx_str_t *v, ngx_str_t *s)
             continue;
         }
 
-        p++;
-
-        switch (*p++) {
-        case 'b': *d++ = '\b'; break;
-        case 'f': *d++ = '\f'; break;
-        case 'n': *d++ = '\n'; break;
-        case 'r': *d++ = '\r'; break;
-        case 't': *d++ = '\t'; break;
-
-        case 'u':
-            c = 0;
-
-            for (i = 0; i < 4; i++) {
-                c = c * 16 + ((*p <= '9') ? *p - '0' : (*p | 0x20) - 'a' + 10);
-                p++;
-            }
-
-            /* surrogate pairs are kept as two 3-byte sequences: model
-             * names and the like never need them */
-
-            if (c < 0x80) {
-                *d++ = (u_char) c;
-
-            } else if (c < 0x800) {
-                *d++ = (u_char) (0xc0 | (c >> 6));
-                *d++ = (u_char) (0x80 | (c & 0x3f));
-
-            } else {
-                *d++ = (u_char) (0xe0 | (c >> 12));
-                *d++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
-                *d++ = (u_char) (0x80 | (c & 0x3f));
-            }
-
-            break;
-
-        default:                /* '"', '\\', '/' */
-            *d++ = p[-1];
-        }
+        d = ngx_http_llm_json_unescape(&p, d);
     }
 
     s->len = d - s->data;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_utf8_repair(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char  *p, *last, *bad, *d;
+    size_t   n, len;
+
+    p = s->data;
+    last = p + s->len;
+
+    bad = ngx_http_llm_utf8_find(p, last, &n);
+
+    if (bad == last) {
+        return NGX_OK;
+    }
+
+    len = (bad - p) + ngx_http_llm_utf8_fix(bad, last, NULL);
+
+    d = ngx_pnalloc(pool, len);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_llm_utf8_fix(bad, last, ngx_cpymem(d, p, bad - p));
+
+    s->data = d;
+    s->len = len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * p points at a byte >= 0x80: the length of the well-formed UTF-8 sequence
+ * it starts (Unicode, table 3-7: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), or 0 if there is none, and then *bad is the length of
+ * its maximal subpart: the longest start of a well-formed sequence, or 1
+ */
+
+static ngx_inline size_t
+ngx_http_llm_utf8_seq(u_char *p, u_char *last, size_t *bad)
+{
+    u_char  c, lo, hi;
+    size_t  i, n;
+
+    c = p[0];
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (c < 0xc2) {
+        *bad = 1;
+        return 0;
+    }
+
+    if (c < 0xe0) {
+        n = 2;
+
+    } else if (c < 0xf0) {
+        n = 3;
+        lo = (c == 0xe0) ? 0xa0 : 0x80;
+        hi = (c == 0xed) ? 0x9f : 0xbf;
+
+    } else if (c < 0xf5) {
+        n = 4;
+        lo = (c == 0xf0) ? 0x90 : 0x80;
+        hi = (c == 0xf4) ? 0x8f : 0xbf;
+
+    } else {
+        *bad = 1;
+        return 0;
+    }
+
+    if (last - p < 2 || p[1] < lo || p[1] > hi) {
+        *bad = 1;
+        return 0;
+    }
+
+    for (i = 2; i < n; i++) {
+        if (p + i == last || (p[i] & 0xc0) != 0x80) {
+            *bad = i;
+            return 0;
+        }
+    }
+
+    return n;
+}
+
+
+/*
+ * The first ill-formed subpart in p..last, and its length in *bad; last if
+ * there is none.  ASCII goes 8 bytes at a time.
+ */
+
+static u_char *
+ngx_http_llm_utf8_find(u_char *p, u_char *last, size_t *bad)
+{
+    size_t    n;
+    uint64_t  w;
+
+    for ( ;; ) {
+
+        while (last - p >= 8) {
+            ngx_memcpy(&w, p, 8);
+
+            if (w & 0x8080808080808080ULL) {
+                break;
+            }
+
+            p += 8;
+        }
+
+        if (p == last) {
+            return last;
+        }
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        n = ngx_http_llm_utf8_seq(p, last, bad);
+
+        if (n == 0) {
+            return p;
+        }
+
+        p += n;
+    }
+}
+
+
+/*
+ * p..last with each maximal ill-formed subpart replaced by U+FFFD, copied
+ * to dst unless it is NULL; returns the length of the result
+ */
+
+static size_t
+ngx_http_llm_utf8_fix(u_char *p, u_char *last, u_char *dst)
+{
+    u_char  *bad;
+    size_t   n, len;
+
+    len = 0;
+
+    for ( ;; ) {
+        bad = ngx_http_llm_utf8_find(p, last, &n);
+
+        len += bad - p;
+
+        if (dst) {
+            dst = ngx_cpymem(dst, p, bad - p);
+        }
+
+        if (bad == last) {
+            return len;
+        }
+
+        len += 3;
+
+        if (dst) {
+            dst = ngx_cpymem(dst, "\xef\xbf\xbd", 3);
+        }
+
+        p = bad + n;
+    }
 }

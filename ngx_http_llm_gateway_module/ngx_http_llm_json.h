@@ -17,16 +17,25 @@
  * finds the values of named members of an object, as spans of the input.
  * It serves the hot paths (OpenAI to OpenAI) where a full parse with
  * jansson would cost more than the rest of the request.
+ *
+ * It accepts what json_loadb() accepts with JSON_DECODE_ANY (and, for
+ * objects and arrays, with flags 0), so that a body is valid or not
+ * whatever the provider's format: UTF-8 only (no overlong forms, no
+ * surrogates, nothing above U+10FFFF), no \u0000 and no unpaired surrogate
+ * escapes, integers within int64_t, reals within a double, values nested
+ * at most NGX_HTTP_LLM_JSON_MAX_DEPTH deep (the top one included).  Raw NUL
+ * bytes are refused even where jansson skips them.
  */
 
-#define NGX_HTTP_LLM_JSON_MAX_DEPTH  256
+#define NGX_HTTP_LLM_JSON_MAX_DEPTH  2048   /* JSON_PARSER_MAX_DEPTH */
 
 
 /*
  * p..last must hold exactly one JSON value (white space around it is
  * allowed).  If it is an object, the values of the members named in names
  * (NULL-terminated) go to values[] (len 0: absent); the last occurrence
- * wins.  NGX_OK: an object; NGX_DECLINED: valid JSON, not an object;
+ * wins.  A key matches a name after its escapes are read ("mod\u0065l" is
+ * "model").  NGX_OK: an object; NGX_DECLINED: valid JSON, not an object;
  * NGX_ERROR: not valid JSON.
  */
 ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
@@ -34,6 +43,14 @@ ngx_int_t ngx_http_llm_json_members(u_char *p, u_char *last,
 /* the same, and *count is the number of members of the object */
 ngx_int_t ngx_http_llm_json_members_n(u_char *p, u_char *last,
     const char **names, ngx_str_t *values, ngx_uint_t *count);
+/*
+ * the same, and *dup is the index in names of the first named member that
+ * occurs twice at the top level of the object (the one whose second
+ * occurrence comes first in the text), -1 if none does; values[] still
+ * holds the last occurrences
+ */
+ngx_int_t ngx_http_llm_json_members_dup(u_char *p, u_char *last,
+    const char **names, ngx_str_t *values, ngx_int_t *dup);
 
 /*
  * ngx_http_llm_json_members() for a names array and a values array
@@ -67,9 +84,19 @@ ngx_int_t ngx_http_llm_json_only(ngx_str_t *array, ngx_str_t *elem);
 ngx_int_t ngx_http_llm_json_int(ngx_str_t *v);
 
 /* the text of a string span without quotes, unescaped into pool memory
- * when needed; NGX_DECLINED: not a string */
+ * when needed (valid UTF-8, as the scanner accepted it); NGX_DECLINED: not
+ * a string */
 ngx_int_t ngx_http_llm_json_string(ngx_pool_t *pool, ngx_str_t *v,
     ngx_str_t *s);
+
+/*
+ * Any bytes (a provider's body, an SSE payload) made valid UTF-8 by the
+ * scanner's rules: s is left alone if it is valid already, otherwise it
+ * points to a pool copy in which each maximal ill-formed subpart (Unicode,
+ * "U+FFFD substitution of maximal subparts": "\xe2\x82" is one, "\xc0\x80"
+ * two) is replaced by U+FFFD.  NGX_ERROR: no memory.
+ */
+ngx_int_t ngx_http_llm_utf8_repair(ngx_pool_t *pool, ngx_str_t *s);
 
 
 #endif /* _NGX_HTTP_LLM_JSON_H_INCLUDED_ */

@@ -131,8 +131,8 @@ is_deeply($q->{json}{stream_options}, { include_usage => JSON::PP::true },
 unlike($r->{body}, qr/"choices":\[\]/, 'stream: no usage chunk when false');
 
 # an Anthropic target parses the body into a tree when it is more than a
-# plain conversation (here: tools); invalid UTF-8 that the scanner lets
-# through is refused there
+# plain conversation (here: tools); invalid UTF-8 is refused there as by the
+# scanner
 my $tools = '"tools":[{"type":"function","function":{"name":"f",'
     . '"parameters":{"type":"object"}}}]';
 $r = raw(qq({"model":"claude",$tools,$msgs}));
@@ -142,5 +142,84 @@ $r = raw(qq({"model":"claude",$tools,)
 is($r->{status}, 400, 'anthropic target, invalid UTF-8: 400');
 is(($r->{json} // {})->{error}{code}, 'invalid_json',
     'anthropic target, invalid UTF-8: invalid_json');
+
+# the scanner refuses what jansson refuses, so a body is valid or not
+# whatever the target's format: the OpenAI one (the body goes out as it
+# came) and the Anthropic one
+
+sub conv {
+    my ($model, $content, $extra) = @_;
+    return qq({"model":"$model",) . ($extra // '')
+        . qq("messages":[{"role":"user","content":"$content"}]});
+}
+
+my @invalid = (
+    [ 'raw invalid UTF-8', "caf\xff" ],
+    [ 'truncated UTF-8', "caf\xc3" ],
+    [ 'overlong encoding', "\xc0\xaf" ],
+    [ 'encoded surrogate', "\xed\xa0\x80" ],
+    [ 'above U+10FFFF', "\xf4\x90\x80\x80" ],
+    [ '\\u0000', 'a\\u0000b' ],
+    [ 'lone low surrogate escape', '\\udc00' ],
+    [ 'high surrogate escape alone', '\\ud83dx' ],
+    [ 'high surrogate escape, no low one', '\\ud83d\\u0041' ],
+    [ '1e999', 'hi', '"temperature":1e999,' ],
+    [ '-1e400', 'hi', '"temperature":-1e400,' ],
+    [ 'max_tokens 99999999999999999999', 'hi',
+      '"max_tokens":99999999999999999999,' ],
+);
+
+my @valid = (
+    [ 'raw UTF-8', "caf\xc3\xa9", "caf\x{e9}" ],
+    [ 'raw 4-byte UTF-8', "\xf0\x9f\x98\x80", "\x{1f600}" ],
+    [ 'surrogate pair escape', '\\ud83d\\ude00', "\x{1f600}" ],
+    [ '1e-999', 'hi', 'hi', '"temperature":1e-999,' ],
+    [ 'max_tokens 9223372036854775807', 'hi', 'hi',
+      '"max_tokens":9223372036854775807,' ],
+);
+
+# the text of a message, a string or (Anthropic) a list of blocks
+sub text {
+    my ($c) = @_;
+    return ref $c eq 'ARRAY' ? join('', map { $_->{text} // '' } @$c) : $c;
+}
+
+for my $model ('gpt-4o', 'claude') {
+    for my $c (@invalid) {
+        bad(conv($model, $c->[1], $c->[2]), 'invalid_json',
+            "$model, $c->[0]");
+    }
+
+    for my $c (@valid) {
+        mock_reset($t);
+        $r = raw(conv($model, $c->[1], $c->[3]));
+        is($r->{status}, 200, "$model, $c->[0]: 200") or diag($r->{body});
+        $q = mock_last($t);
+        ok((text(($q->{json} // {})->{messages}[0]{content}) // '')
+           eq $c->[2],
+           "$model, $c->[0]: the provider's text");
+    }
+}
+
+# values nested 2048 deep at most, as for jansson (the top one counts)
+
+sub nested {
+    my ($model, $n, $inner) = @_;
+    return qq({"model":"$model","tools":[{"type":"function","function":)
+        . '{"name":"f","parameters":{"type":"object","x":' . ('[' x $n)
+        . $inner . (']' x $n) . '}}}],' . $msgs . '}';
+}
+
+for my $model ('gpt-4o', 'claude') {
+    $r = raw(nested($model, 2043, ''));
+    is($r->{status}, 200, "$model, nesting 2048: accepted")
+        or diag($r->{body});
+    bad(nested($model, 2043, '1'), 'invalid_json', "$model, nesting 2049");
+}
+
+# a key is read with its escapes
+$r = raw('{"mod\\u0065l":"gpt-4o",' . $msgs . '}');
+is($r->{status}, 200, 'escaped key: 200');
+is($r->{headers}{'x-llm-model'}, 'good', 'escaped key: its route');
 
 $t->done;

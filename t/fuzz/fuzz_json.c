@@ -1,9 +1,14 @@
 
 /*
- * libFuzzer target for the JSON scanner and the SSE parser: whatever the
- * bytes, no crash, no read out of bounds, and the scanner agrees with
- * jansson on what is valid JSON (jansson also checks UTF-8, so only
- * "jansson accepts, the scanner refuses" is a disagreement).
+ * libFuzzer target for the JSON scanner, the UTF-8 repair and the SSE
+ * parser: whatever the bytes, no crash, no read out of bounds, and
+ *
+ *   - the scanner accepts a document exactly when jansson does;
+ *   - a string it accepts unescapes to jansson's text, and a "model"
+ *     member is found where jansson finds it (escaped keys, last wins);
+ *   - ngx_http_llm_utf8_repair() leaves valid UTF-8 alone, makes anything
+ *     else valid UTF-8 (as jansson checks it), and a second repair changes
+ *     nothing.
  *
  *   t/fuzz/run [seconds]
  */
@@ -26,6 +31,7 @@ on_event(void *data, ngx_str_t *event, ngx_str_t *payload)
 {
     ngx_str_t   m[3], e, s;
     u_char     *pos;
+    ngx_int_t   dup;
     ngx_uint_t  n, n2;
 
     static const char  *names[] = { "a", "choices", "usage", NULL };
@@ -42,11 +48,146 @@ on_event(void *data, ngx_str_t *event, ngx_str_t *payload)
 
         (void) ngx_http_llm_json_members_n(e.data, e.data + e.len, names,
                                            m, &n2);
+        (void) ngx_http_llm_json_members_dup(e.data, e.data + e.len, names,
+                                             m, &dup);
         (void) ngx_http_llm_json_string(pool, &e, &s);
         (void) ngx_http_llm_json_int(&e);
     }
 
+    s = *payload;
+
+    if (ngx_http_llm_utf8_repair(pool, &s) != NGX_OK) {
+        __builtin_trap();
+    }
+
     return (payload->len && payload->data[0] == 'X') ? NGX_DONE : NGX_OK;
+}
+
+
+static void
+check_repair(u_char *data, size_t size)
+{
+    json_t     *j;
+    ngx_str_t   s, s2;
+
+    s.data = data;
+    s.len = size;
+
+    if (ngx_http_llm_utf8_repair(pool, &s) != NGX_OK) {
+        __builtin_trap();
+    }
+
+    /* json_stringn() checks UTF-8 */
+
+    j = json_stringn((const char *) data, size);
+
+    if ((j != NULL) != (s.data == data)) {
+        __builtin_trap();
+    }
+
+    json_decref(j);
+
+    j = json_stringn((const char *) s.data, s.len);
+
+    if (j == NULL) {
+        __builtin_trap();
+    }
+
+    json_decref(j);
+
+    s2 = s;
+
+    if (ngx_http_llm_utf8_repair(pool, &s2) != NGX_OK
+        || s2.data != s.data || s2.len != s.len)
+    {
+        __builtin_trap();
+    }
+}
+
+
+static void
+check_json(u_char *data, size_t size)
+{
+    json_t      *j, *model;
+    ngx_int_t    rc, dup;
+    ngx_str_t    m[2], m2[2], v, s;
+    const char  *text;
+
+    static const char  *names[] = { "model", "messages", NULL };
+
+    rc = ngx_http_llm_json_members(data, data + size, names, m);
+
+    if (ngx_http_llm_json_members_dup(data, data + size, names, m2, &dup)
+        != rc
+        || m2[0].data != m[0].data || m2[1].data != m[1].data
+        || dup < -1 || dup > 1)
+    {
+        __builtin_trap();
+    }
+
+    /*
+     * jansson skips a NUL byte that follows a number or a literal ("1\0"
+     * is 1), the scanner refuses all of them
+     */
+
+    if (memchr(data, 0, size)) {
+        return;
+    }
+
+    j = json_loadb((const char *) data, size, JSON_DECODE_ANY, NULL);
+
+    if ((j != NULL) != (rc != NGX_ERROR)) {
+        __builtin_trap();
+    }
+
+    if (j == NULL) {
+        return;
+    }
+
+    if (json_is_string(j)) {
+
+        /* the string without the white space around it */
+
+        v.data = data;
+        v.len = size;
+
+        while (v.data[0] != '"') {
+            v.data++;
+            v.len--;
+        }
+
+        while (v.data[v.len - 1] != '"') {
+            v.len--;
+        }
+
+        if (ngx_http_llm_json_string(pool, &v, &s) != NGX_OK
+            || s.len != json_string_length(j)
+            || ngx_memcmp(s.data, json_string_value(j), s.len) != 0)
+        {
+            __builtin_trap();
+        }
+    }
+
+    if (json_is_object(j)) {
+        model = json_object_get(j, "model");
+
+        if ((model != NULL) != (m[0].len != 0)) {
+            __builtin_trap();
+        }
+
+        if (json_is_string(model)) {
+            text = json_string_value(model);
+
+            if (ngx_http_llm_json_string(pool, &m[0], &s) != NGX_OK
+                || s.len != json_string_length(model)
+                || ngx_memcmp(s.data, text, s.len) != 0)
+            {
+                __builtin_trap();
+            }
+        }
+    }
+
+    json_decref(j);
 }
 
 
@@ -54,29 +195,15 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     u_char              *copy;
-    json_t              *j;
-    ngx_int_t            rc;
-    ngx_str_t            m[2];
     ngx_http_llm_sse_t   sse;
-
-    static const char  *names[] = { "model", "messages", NULL };
 
     /* an exact-size heap copy, so that ASan sees reads past the end */
 
     copy = malloc(size ? size : 1);
     memcpy(copy, data, size);
 
-    rc = ngx_http_llm_json_members(copy, copy + size, names, m);
-
-    j = json_loadb((const char *) copy, size, JSON_DECODE_ANY, NULL);
-
-    /* jansson stops at a NUL byte, the scanner refuses it */
-
-    if (j && rc == NGX_ERROR && memchr(copy, 0, size) == NULL) {
-        __builtin_trap();
-    }
-
-    json_decref(j);
+    check_json(copy, size);
+    check_repair(copy, size);
 
     ngx_http_llm_sse_init(&sse, pool, 4096, on_event, NULL);
     (void) ngx_http_llm_sse_feed(&sse, copy, copy + size / 2);
