@@ -453,7 +453,8 @@ ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
             ngx_log_error(NGX_LOG_INFO, call->log, 0,
                           "llm provider \"%V\" (anthropic): message "
                           "with role \"%V\" ignored",
-                          &call->provider->name, &role);
+                          &call->provider->name,
+                          ngx_http_llm_escape(call->pool, &role, 1));
             json_decref(blocks);
             continue;
         }
@@ -559,7 +560,8 @@ ngx_http_llm_anthropic_user(ngx_http_llm_call_t *call, json_t *msg,
         } else {
             ngx_log_error(NGX_LOG_INFO, call->log, 0,
                           "llm provider \"%V\" (anthropic): content part "
-                          "\"%V\" ignored", &call->provider->name, &type);
+                          "\"%V\" ignored", &call->provider->name,
+                          ngx_http_llm_escape(call->pool, &type, 1));
         }
     }
 
@@ -1724,7 +1726,10 @@ ngx_http_llm_anthropic_stream_error(ngx_http_llm_call_t *call, json_t *data)
 
     ngx_log_error(NGX_LOG_ERR, call->log, 0,
                   "llm provider \"%V\" model \"%V\" stream error: %V: %V",
-                  &call->provider->name, &call->model, &type, &message);
+                  &call->provider->name,
+                  ngx_http_llm_escape(call->pool, &call->model, 1),
+                  ngx_http_llm_escape(call->pool, &type, 1),
+                  ngx_http_llm_escape(call->pool, &message, 1));
 
     res = json_object();
     error = json_object();

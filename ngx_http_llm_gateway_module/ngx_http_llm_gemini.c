@@ -101,7 +101,6 @@ ngx_http_llm_driver_t  ngx_http_llm_gemini_driver = {
 static ngx_int_t
 ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call)
 {
-    u_char     *p, *last;
     json_t     *body;
     ngx_int_t   rc;
     ngx_str_t   model;
@@ -113,23 +112,13 @@ ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call)
         model.len -= 7;
     }
 
-    /* the model name goes into the path: no "/", "?", "%" or ":" */
+    /* the model name goes into the path */
 
-    last = model.data + model.len;
-
-    for (p = model.data; p < last; p++) {
-        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z')
-            && !(*p >= '0' && *p <= '9') && *p != '-' && *p != '.'
-            && *p != '_')
-        {
-            break;
-        }
-    }
-
-    if (model.len == 0 || p != last) {
+    if (ngx_http_llm_path_name(&model) != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, call->log, 0,
                       "llm provider \"%V\" (gemini): invalid model name "
-                      "\"%V\"", &call->provider->name, &call->model);
+                      "\"%V\"", &call->provider->name,
+                      ngx_http_llm_escape(call->pool, &call->model, 1));
         return NGX_DECLINED;
     }
 
@@ -300,7 +289,8 @@ ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
             ngx_log_error(NGX_LOG_INFO, call->log, 0,
                           "llm provider \"%V\" (gemini): message "
                           "with role \"%V\" ignored",
-                          &call->provider->name, &role);
+                          &call->provider->name,
+                          ngx_http_llm_escape(call->pool, &role, 1));
             json_decref(parts);
             continue;
         }
@@ -359,7 +349,8 @@ ngx_http_llm_gemini_user(ngx_http_llm_call_t *call, json_t *msg,
         } else {
             ngx_log_error(NGX_LOG_INFO, call->log, 0,
                           "llm provider \"%V\" (gemini): content part "
-                          "\"%V\" ignored", &call->provider->name, &type);
+                          "\"%V\" ignored", &call->provider->name,
+                          ngx_http_llm_escape(call->pool, &type, 1));
         }
     }
 
@@ -452,7 +443,8 @@ ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call, json_t *messages,
         ngx_log_error(NGX_LOG_INFO, call->log, 0,
                       "llm provider \"%V\" (gemini): no tool call "
                       "\"%V\" for a tool message",
-                      &call->provider->name, &id);
+                      &call->provider->name,
+                      ngx_http_llm_escape(call->pool, &id, 1));
         name = id;
     }
 
@@ -1809,7 +1801,10 @@ ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
 
     ngx_log_error(NGX_LOG_ERR, call->log, 0,
                   "llm provider \"%V\" model \"%V\" stream error: %V: %V",
-                  &call->provider->name, &call->model, &status, &message);
+                  &call->provider->name,
+                  ngx_http_llm_escape(call->pool, &call->model, 1),
+                  ngx_http_llm_escape(call->pool, &status, 1),
+                  ngx_http_llm_escape(call->pool, &message, 1));
 
     res = json_object();
     e = json_object();

@@ -471,7 +471,7 @@ ngx_http_llm_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_init(ngx_conf_t *cf)
 {
-    return ngx_http_llm_filter_init(cf);
+    return ngx_http_llm_request_init(cf);
 }
 
 
@@ -1043,7 +1043,8 @@ ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "llm_zone \"%V\": invalid size \"%V\" "
-                           "(32k at least)", &value[1], &value[2]);
+                           "(%uzk at least: 8 memory pages)",
+                           &value[1], &value[2], 8 * ngx_pagesize / 1024);
         return NGX_CONF_ERROR;
     }
 

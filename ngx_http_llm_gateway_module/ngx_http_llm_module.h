@@ -267,6 +267,18 @@ ngx_int_t ngx_http_llm_choice_add(json_t *choices, json_int_t index,
     json_t *message, const char *finish);
 /* the first chunk of a stream, once: {role:"assistant", content:""} */
 ngx_int_t ngx_http_llm_stream_role(ngx_http_llm_call_t *call);
+/* NGX_OK if a model name can be a segment of a provider's URI path as
+ * it is: letters, digits, "-", "." and "_", and neither "." nor "..";
+ * NGX_DECLINED otherwise */
+ngx_int_t ngx_http_llm_path_name(ngx_str_t *name);
+/* s itself, or a pool copy with control characters and non-ASCII bytes
+ * (and with quotes, '"' and '\\' too) written as \xHH: for a response
+ * header (quotes 0) or a log line (quotes 1); never NULL */
+ngx_str_t *ngx_http_llm_escape(ngx_pool_t *pool, ngx_str_t *s,
+    ngx_uint_t quotes);
+/* every occurrence of secret in text replaced in place by "[redacted]"
+ * (by as many "*" when the secret is shorter); text->len may shrink */
+void ngx_http_llm_redact(ngx_str_t *text, ngx_str_t *secret);
 
 
 /* the core: configuration and per-request state */
@@ -334,6 +346,7 @@ typedef struct {
     unsigned                    stream_done:1;
     unsigned                    stream_error:1;  /* error event relayed */
     unsigned                    too_big:1;
+    unsigned                    untranslated:1;  /* driver failed */
 } ngx_http_llm_attempt_t;
 
 
@@ -384,7 +397,8 @@ ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *key,
  * status 200 unless r->headers_out.status is set */
 ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
-ngx_int_t ngx_http_llm_filter_init(ngx_conf_t *cf);
+/* the header and body filters, and the preaccess handler of attempts */
+ngx_int_t ngx_http_llm_request_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 ngx_int_t ngx_http_llm_error_json(ngx_pool_t *pool,

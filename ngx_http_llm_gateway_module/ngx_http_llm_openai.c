@@ -255,6 +255,14 @@ ngx_http_llm_azure_build(ngx_http_llm_call_t *call)
 
     /* the deployment is named in the path; the body keeps no model */
 
+    if (ngx_http_llm_path_name(&call->model) != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (azure): invalid deployment "
+                      "name \"%V\"", &call->provider->name,
+                      ngx_http_llm_escape(call->pool, &call->model, 1));
+        return NGX_DECLINED;
+    }
+
     p = ngx_pnalloc(call->pool, sizeof("openai/deployments//chat/completions")
                                 - 1 + call->model.len);
     if (p == NULL) {

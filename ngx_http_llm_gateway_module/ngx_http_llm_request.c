@@ -9,6 +9,7 @@
 
 
 #define NGX_HTTP_LLM_MAX_ERROR_BODY  65536
+#define NGX_HTTP_LLM_MAX_MODEL       256
 
 
 static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
@@ -17,6 +18,7 @@ static void ngx_http_llm_json_cleanup(void *data);
 static void ngx_http_llm_bad_json(ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_validate(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_model_valid(ngx_str_t *name);
 static ngx_int_t ngx_http_llm_parse_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static json_t *ngx_http_llm_parse_body(ngx_str_t *raw);
@@ -26,9 +28,10 @@ static ngx_int_t ngx_http_llm_attempt_start(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_subrequest(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
-static ngx_int_t ngx_http_llm_header_push(ngx_http_request_t *r,
+static ngx_int_t ngx_http_llm_header_push(ngx_pool_t *pool,
     ngx_list_t *headers, ngx_str_t *key, ngx_str_t *prefix,
     ngx_str_t *value, ngx_table_elt_t **out);
+static ngx_int_t ngx_http_llm_body_length(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_post_subrequest(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static void ngx_http_llm_wake(ngx_http_request_t *r);
@@ -37,10 +40,15 @@ static ngx_int_t ngx_http_llm_attempt_done(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_llm_condition(ngx_http_llm_attempt_t *a);
 static ngx_int_t ngx_http_llm_record(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, char *what);
+static char *ngx_http_llm_broken(ngx_http_llm_attempt_t *a,
+    ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_provider_text(ngx_http_llm_attempt_t *a,
+    ngx_str_t *text);
 static ngx_int_t ngx_http_llm_send_cooling(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_stream_tail(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_uint_t broken);
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a,
+    ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_send_header(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
 static ngx_int_t ngx_http_llm_sse_event(void *data, ngx_str_t *event,
@@ -127,7 +135,8 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
                           - err.message.data;
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "llm: no route for model \"%V\"", &ctx->model);
+                      "llm: no route for model \"%V\"",
+                      ngx_http_llm_escape(r->pool, &ctx->model, 1));
 
         ngx_http_finalize_request(r, ngx_http_llm_send_error(r, ctx, &err));
         return;
@@ -339,7 +348,7 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_error_t *err)
 {
     u_char     *pos;
-    ngx_int_t   rc;
+    ngx_int_t   rc, dup;
     ngx_str_t  *m, *v, opt[1], first;
 
     static const char  *names[] = {
@@ -350,8 +359,9 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     m = ctx->members;
 
-    rc = ngx_http_llm_json_members(ctx->raw.data,
-                                   ctx->raw.data + ctx->raw.len, names, m);
+    rc = ngx_http_llm_json_members_dup(ctx->raw.data,
+                                       ctx->raw.data + ctx->raw.len, names, m,
+                                       &dup);
 
     if (rc == NGX_ERROR) {
         ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
@@ -369,6 +379,18 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                NULL);
         ngx_str_set(&err->message, "The request body must be a JSON "
                                    "object.");
+        return NGX_ERROR;
+    }
+
+    if (dup >= 0) {
+
+        /* the gateway and the provider could read different values */
+
+        ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "duplicate_parameter",
+                               (char *) names[dup], NULL);
+        ngx_str_set(&err->message, "A parameter appears more than once in "
+                                   "the request body.");
         return NGX_ERROR;
     }
 
@@ -397,6 +419,17 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                "model", NULL);
         ngx_str_set(&err->message, "Invalid type for 'model': expected a "
                                    "non-empty string.");
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_model_valid(&ctx->model) != NGX_OK) {
+        ngx_http_llm_error_set(err, NGX_HTTP_BAD_REQUEST,
+                               "invalid_request_error", "invalid_value",
+                               "model", NULL);
+        ngx_str_set(&err->message, "Invalid 'model': a model name is 1 to "
+                                   "256 printable ASCII characters without "
+                                   "spaces, and has no \".\" or \"..\" "
+                                   "path segment.");
         return NGX_ERROR;
     }
 
@@ -485,6 +518,52 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 #undef ngx_http_llm_is
 
     return NGX_OK;
+}
+
+
+/*
+ * The one rule for the model names clients send, applied before routing:
+ * the name goes into response headers, log lines, zone keys and, for
+ * some formats, a provider's URI path.  Drivers that put it into a path
+ * check their own, narrower, rule (ngx_http_llm_path_name()).
+ */
+
+static ngx_int_t
+ngx_http_llm_model_valid(ngx_str_t *name)
+{
+    u_char  *p, *last, *seg;
+    size_t   n;
+
+    if (name->len == 0 || name->len > NGX_HTTP_LLM_MAX_MODEL) {
+        return NGX_DECLINED;
+    }
+
+    last = name->data + name->len;
+    seg = name->data;
+
+    for (p = name->data; /* void */; p++) {
+
+        if (p == last || *p == '/' || *p == '\\') {
+            n = p - seg;
+
+            if ((n == 1 && seg[0] == '.')
+                || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            {
+                return NGX_DECLINED;
+            }
+
+            if (p == last) {
+                return NGX_OK;
+            }
+
+            seg = p + 1;
+            continue;
+        }
+
+        if (*p <= ' ' || *p >= 0x7f) {
+            return NGX_DECLINED;
+        }
+    }
 }
 
 
@@ -642,12 +721,20 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     u_char                      *p;
     ngx_buf_t                   *b;
     ngx_str_t                    uri, *args, accept, *extra;
+    ngx_list_t                   headers;
     ngx_chain_t                 *cl;
+    ngx_table_elt_t             *content_type;
     ngx_http_request_t          *sr;
     ngx_http_llm_driver_t       *drv;
     ngx_http_llm_provider_t     *prov;
     ngx_http_request_body_t     *rb;
     ngx_http_post_subrequest_t  *ps;
+
+    static ngx_str_t  content_type_key = ngx_string("Content-Type");
+    static ngx_str_t  accept_key = ngx_string("Accept");
+    static ngx_str_t  json = ngx_string("application/json");
+    static ngx_str_t  event_stream = ngx_string("text/event-stream");
+    static ngx_str_t  empty = ngx_null_string;
 
     prov = a->target->provider;
     drv = prov->driver;
@@ -663,27 +750,12 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     args = a->call.args.len ? &a->call.args : NULL;
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        return NGX_ERROR;
-    }
-
-    ps->handler = ngx_http_llm_post_subrequest;
-    ps->data = ctx;
-
-    if (ngx_http_subrequest(r, &uri, args, &sr, ps, 0) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    a->sr = sr;
-    a->start = ngx_current_msec;
-
-    sr->method = NGX_HTTP_POST;
-    sr->method_name = ngx_http_llm_post_method;
-    sr->header_only = 0;
-
-    /* the body and headers are the attempt's own: nothing of the client's
-     * request (Authorization, Cookie, ...) reaches the provider */
+    /*
+     * The body and headers are the attempt's own, and made before the
+     * subrequest is: nothing of the client's request (Authorization,
+     * Cookie, ...) reaches the provider, and a failed allocation leaves
+     * no subrequest behind.
+     */
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
@@ -714,71 +786,90 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     rb->bufs = cl;
     rb->rest = 0;
 
-    sr->request_body = rb;
-    sr->request_body_no_buffering = 0;
-
-    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
-
-    if (ngx_list_init(&sr->headers_in.headers, r->pool, 6,
-                      sizeof(ngx_table_elt_t))
+    if (ngx_list_init(&headers, r->pool, 6, sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    sr->headers_in.content_length_n = body->len;
+    accept = ctx->stream ? event_stream : json;
+
+    if (ngx_http_llm_header_push(r->pool, &headers, &content_type_key,
+                                 &empty, &json, &content_type)
+        != NGX_OK
+        || ngx_http_llm_header_push(r->pool, &headers, &accept_key, &empty,
+                                    &accept, NULL)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (prov->key.len
+        && ngx_http_llm_header_push(r->pool, &headers, &drv->auth_header,
+                                    &drv->auth_prefix, &prov->key, NULL)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (extra = drv->extra_headers; extra && extra->len; extra += 2) {
+        if (ngx_http_llm_header_push(r->pool, &headers, &extra[0], &empty,
+                                     &extra[1], NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_llm_post_subrequest;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, &uri, args, &sr, ps, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    a->sr = sr;
+    a->start = ngx_current_msec;
+
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_llm_post_method;
+    sr->header_only = 0;
+
+    sr->request_body = rb;
+    sr->request_body_no_buffering = 0;
+
+    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
+
+    sr->headers_in.headers = headers;
+
+    if (headers.last == &headers.part) {
+        /* the list's first part moved with it */
+        sr->headers_in.headers.last = &sr->headers_in.headers.part;
+    }
+    sr->headers_in.content_type = content_type;
     sr->headers_in.keep_alive_n = -1;
     sr->headers_in.server = r->headers_in.server;
 
-    {
-        static ngx_str_t  content_type = ngx_string("Content-Type");
-        static ngx_str_t  accept_key = ngx_string("Accept");
-        static ngx_str_t  json = ngx_string("application/json");
-        static ngx_str_t  event_stream = ngx_string("text/event-stream");
-        static ngx_str_t  empty = ngx_null_string;
+    /*
+     * No length yet: the pass location's client_max_body_size must not
+     * apply to a body the gateway location accepted (and that translation
+     * may have grown).  ngx_http_llm_body_length() sets it before the
+     * proxy module reads it.
+     */
 
-        if (ngx_http_llm_header_push(sr, &sr->headers_in.headers,
-                                     &content_type, &empty, &json,
-                                     &sr->headers_in.content_type)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        accept = ctx->stream ? event_stream : json;
-
-        if (ngx_http_llm_header_push(sr, &sr->headers_in.headers,
-                                     &accept_key, &empty, &accept, NULL)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        if (prov->key.len
-            && ngx_http_llm_header_push(sr, &sr->headers_in.headers,
-                                        &drv->auth_header, &drv->auth_prefix,
-                                        &prov->key, NULL)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        for (extra = drv->extra_headers; extra && extra->len; extra += 2) {
-            if (ngx_http_llm_header_push(sr, &sr->headers_in.headers,
-                                         &extra[0], &empty, &extra[1], NULL)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-        }
-    }
+    sr->headers_in.content_length_n = -1;
 
     return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_http_llm_header_push(ngx_http_request_t *r, ngx_list_t *headers,
+ngx_http_llm_header_push(ngx_pool_t *pool, ngx_list_t *headers,
     ngx_str_t *key, ngx_str_t *prefix, ngx_str_t *value,
     ngx_table_elt_t **out)
 {
@@ -792,7 +883,7 @@ ngx_http_llm_header_push(ngx_http_request_t *r, ngx_list_t *headers,
 
     h->key = *key;
 
-    h->lowcase_key = ngx_pnalloc(r->pool, key->len);
+    h->lowcase_key = ngx_pnalloc(pool, key->len);
     if (h->lowcase_key == NULL) {
         return NGX_ERROR;
     }
@@ -805,7 +896,7 @@ ngx_http_llm_header_push(ngx_http_request_t *r, ngx_list_t *headers,
     } else {
         h->value.len = prefix->len + value->len;
 
-        p = ngx_pnalloc(r->pool, h->value.len);
+        p = ngx_pnalloc(pool, h->value.len);
         if (p == NULL) {
             return NGX_ERROR;
         }
@@ -820,6 +911,33 @@ ngx_http_llm_header_push(ngx_http_request_t *r, ngx_list_t *headers,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A preaccess phase handler: the length of an attempt's body, set after
+ * the location of the subrequest was found (see ngx_http_llm_subrequest).
+ */
+
+static ngx_int_t
+ngx_http_llm_body_length(ngx_http_request_t *r)
+{
+    ngx_http_llm_ctx_t  *ctx;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_llm_gateway_module);
+
+    if (ctx && ctx->cur && ctx->cur->sr == r
+        && r->headers_in.content_length_n == -1)
+    {
+        r->headers_in.content_length_n =
+                                    ngx_buf_size(r->request_body->bufs->buf);
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -961,10 +1079,14 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     drv = a->target->provider->driver;
     pname = &a->target->provider->name;
-    model = &a->call.model;
+    model = ngx_http_llm_escape(r->pool, &a->call.model, 1);
 
     body.data = a->body;
     body.len = a->body_len;
+
+    if (ngx_http_llm_provider_text(a, &body) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     /* a stream is complete when the provider said so or gave a reason */
 
@@ -977,21 +1099,22 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         ctx->answer = a;
 
+        what = broken ? ngx_http_llm_broken(a, &err) : NULL;
+
         ngx_http_llm_route_result(r, ctx, a, broken);
 
-        if (ngx_http_llm_record(r, ctx, a, broken ? "broken" : NULL)
-            != NGX_OK)
-        {
+        if (ngx_http_llm_record(r, ctx, a, what) != NGX_OK) {
             return NGX_ERROR;
         }
 
         if (broken) {
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "llm: provider \"%V\" model \"%V\" broke off the "
-                          "stream after %Mms", pname, model, a->elapsed);
+                          "llm: provider \"%V\" model \"%V\" failed: %s "
+                          "after %Mms, stream ended with an error",
+                          pname, model, what, a->elapsed);
         }
 
-        return ngx_http_llm_stream_tail(r, ctx, a, broken);
+        return ngx_http_llm_stream_tail(r, ctx, a, broken ? &err : NULL);
     }
 
     ngx_http_llm_error_defaults(NGX_HTTP_BAD_GATEWAY, &err);
@@ -1016,10 +1139,7 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     } else if (a->failed) {
         cond = NGX_HTTP_LLM_FB_ERROR;
-        what = "broken";
-        ngx_str_set(&err.code, "provider_error");
-        ngx_str_set(&err.message, "The provider closed the connection "
-                                  "before the answer was complete.");
+        what = ngx_http_llm_broken(a, &err);
 
     } else if (a->status >= 200 && a->status < 300) {
 
@@ -1043,14 +1163,12 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                     return rc;
                 }
 
-                return ngx_http_llm_stream_tail(r, ctx, a, 0);
+                return ngx_http_llm_stream_tail(r, ctx, a, NULL);
             }
 
-            in = NULL;
             rc = NGX_DECLINED;
 
         } else if (a->too_big) {
-            in = NULL;
             rc = NGX_DECLINED;
 
         } else {
@@ -1097,10 +1215,18 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
 
         cond = NGX_HTTP_LLM_FB_INVALID;
-        what = "invalid";
         ngx_str_set(&err.code, "invalid_response");
-        ngx_str_set(&err.message, "The provider sent an answer the gateway "
-                                  "could not read.");
+
+        if (a->too_big) {
+            what = "too large";
+            ngx_str_set(&err.message, "The provider's answer is larger than "
+                                      "llm_max_response_size.");
+
+        } else {
+            what = "invalid";
+            ngx_str_set(&err.message, "The provider sent an answer the "
+                                      "gateway could not read.");
+        }
 
     } else {
         drv->map_error(&a->call, a->status, &body, &err);
@@ -1172,6 +1298,68 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ctx->answer = a;
 
     return ngx_http_llm_send_error(r, ctx, &err);
+}
+
+
+/*
+ * Why an answer whose header came stopped short, as an error for the
+ * client and a word for the log and $llm_attempts.
+ */
+
+static char *
+ngx_http_llm_broken(ngx_http_llm_attempt_t *a, ngx_http_llm_error_t *err)
+{
+    ngx_http_llm_error_set(err, NGX_HTTP_BAD_GATEWAY, "api_error",
+                           "provider_error", NULL, NULL);
+
+    if (a->too_big) {
+        ngx_str_set(&err->code, "response_too_large");
+        ngx_str_set(&err->message, "The provider sent a stream event larger "
+                                   "than llm_max_response_size.");
+        return "too large";
+    }
+
+    if (a->untranslated) {
+        ngx_str_set(&err->code, "internal_error");
+        ngx_str_set(&err->message, "The gateway could not translate the "
+                                   "provider's stream.");
+        return "untranslated";
+    }
+
+    if (a->streaming) {
+        ngx_str_set(&err->message, "The provider closed the stream before "
+                                   "it was complete.");
+
+    } else {
+        ngx_str_set(&err->message, "The provider closed the connection "
+                                   "before the answer was complete.");
+    }
+
+    return "broken";
+}
+
+
+/*
+ * Provider text the gateway relays or reads (a whole body, a stream
+ * event): invalid UTF-8 becomes U+FFFD, so that clients get valid JSON
+ * strings, and the key the gateway sent is redacted, in case the
+ * provider quotes it.
+ */
+
+static ngx_int_t
+ngx_http_llm_provider_text(ngx_http_llm_attempt_t *a, ngx_str_t *text)
+{
+    if (text->len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_llm_utf8_repair(a->call.pool, text) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_redact(text, &a->target->provider->key);
+
+    return NGX_OK;
 }
 
 
@@ -1248,7 +1436,9 @@ ngx_http_llm_send_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         if (ngx_http_llm_add_header(r, "x-llm-provider",
                                     &a->target->provider->name)
             != NGX_OK
-            || ngx_http_llm_add_header(r, "x-llm-model", &a->call.model)
+            || ngx_http_llm_add_header(r, "x-llm-model",
+                                       ngx_http_llm_escape(r->pool,
+                                                           &a->call.model, 0))
                != NGX_OK)
         {
             return NGX_ERROR;
@@ -1324,7 +1514,7 @@ ngx_http_llm_send_cooling(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "llm: every target of \"%V\" is cooling down, "
-                  "answered 429", &ctx->model);
+                  "answered 429", ngx_http_llm_escape(r->pool, &ctx->model, 1));
 
     return ngx_http_llm_send_error(r, ctx, &err);
 }
@@ -1372,24 +1562,18 @@ ngx_http_llm_send_answer(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_llm_stream_tail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_http_llm_attempt_t *a, ngx_uint_t broken)
+    ngx_http_llm_attempt_t *a, ngx_http_llm_error_t *err)
 {
     json_t               *chunk, *delta, *usage;
     ngx_buf_t            *b;
     ngx_str_t             s;
     ngx_chain_t          *cl;
     ngx_http_llm_call_t  *call;
-    ngx_http_llm_error_t  err;
 
     call = &a->call;
 
-    if (broken) {
-        ngx_http_llm_error_set(&err, NGX_HTTP_BAD_GATEWAY, "api_error",
-                               "provider_error", NULL, NULL);
-        ngx_str_set(&err.message, "The provider closed the stream before "
-                                  "it was complete.");
-
-        if (ngx_http_llm_error_json(r->pool, &err, &s) != NGX_OK
+    if (err) {
+        if (ngx_http_llm_error_json(r->pool, err, &s) != NGX_OK
             || ngx_http_llm_stream_emit_raw(call, &s) != NGX_OK)
         {
             return NGX_ERROR;
@@ -1574,6 +1758,10 @@ ngx_http_llm_collect(ngx_http_request_t *r, ngx_http_llm_attempt_t *a,
     size_t   n, size;
     u_char  *nb;
 
+    if (a->too_big) {
+        return NGX_OK;
+    }
+
     n = last - p;
 
     if (a->body_len + n > max) {
@@ -1611,9 +1799,16 @@ ngx_http_llm_sse_event(void *data, ngx_str_t *event, ngx_str_t *payload)
     ngx_http_llm_attempt_t *a = data;
 
     ngx_int_t  rc;
+    ngx_str_t  text;
+
+    text = *payload;
+
+    if (ngx_http_llm_provider_text(a, &text) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     rc = a->target->provider->driver->parse_stream_event(&a->call, event,
-                                                         payload);
+                                                         &text);
 
     switch (rc) {
 
@@ -1627,8 +1822,8 @@ ngx_http_llm_sse_event(void *data, ngx_str_t *event, ngx_str_t *payload)
     case NGX_DECLINED:
         ngx_log_error(NGX_LOG_WARN, a->call.log, 0,
                       "llm: provider \"%V\" model \"%V\" sent a malformed "
-                      "stream event, ignored",
-                      &a->target->provider->name, &a->call.model);
+                      "stream event, ignored", &a->target->provider->name,
+                      ngx_http_llm_escape(a->call.pool, &a->call.model, 1));
         return NGX_OK;
 
     default:
@@ -1734,21 +1929,31 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                 if (!a->stream_done && !a->too_big) {
                     rc = ngx_http_llm_sse_feed(a->sse, b->pos, b->last);
 
-                    if (rc == NGX_ERROR) {
+                    /*
+                     * On failure the rest of the stream is read and
+                     * dropped: an error from a filter would close the
+                     * client's connection with no answer at all.
+                     */
 
-                        /*
-                         * The rest of the stream is read and dropped: an
-                         * error from a filter would close the client's
-                         * connection with no answer at all.
-                         */
-
+                    if (rc == NGX_DECLINED) {
                         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                                       "llm: provider \"%V\" model \"%V\" "
                                       "sent a stream event longer than "
                                       "llm_max_response_size",
                                       &a->target->provider->name,
-                                      &a->call.model);
+                                      ngx_http_llm_escape(r->pool,
+                                                          &a->call.model, 1));
                         a->too_big = 1;
+                        a->failed = 1;
+
+                    } else if (rc == NGX_ERROR) {
+                        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                                      "llm: the stream of provider \"%V\" "
+                                      "model \"%V\" could not be translated",
+                                      &a->target->provider->name,
+                                      ngx_http_llm_escape(r->pool,
+                                                          &a->call.model, 1));
+                        a->untranslated = 1;
                         a->failed = 1;
                     }
                 }
@@ -1894,8 +2099,20 @@ ngx_http_llm_replace_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 ngx_int_t
-ngx_http_llm_filter_init(ngx_conf_t *cf)
+ngx_http_llm_request_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_body_length;
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_llm_header_filter;
 

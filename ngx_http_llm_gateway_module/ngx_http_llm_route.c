@@ -271,8 +271,8 @@ ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     if (pause) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "llm: provider \"%V\" model \"%V\" asked for a pause, "
-                      "cooling down for %uLms",
-                      &t->provider->name, &a->call.model, pause);
+                      "cooling down for %uLms", &t->provider->name,
+                      ngx_http_llm_escape(r->pool, &a->call.model, 1), pause);
     }
 }
 

@@ -55,7 +55,7 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
 
         if (n) {
             if (sse->line_len + n > sse->max) {
-                return NGX_ERROR;
+                return NGX_DECLINED;
             }
 
             if (ngx_http_llm_sse_grow(sse->pool, &sse->line, sse->line_len,
@@ -80,8 +80,8 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
 
         sse->line_len = 0;
 
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
+        if (rc == NGX_ERROR || rc == NGX_DECLINED) {
+            return rc;
         }
 
         if (rc == NGX_DONE) {
@@ -151,7 +151,7 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse)
     if (name_len == 4 && ngx_strncmp(sse->line, "data", 4) == 0) {
 
         if (sse->payload_len + len > sse->max) {
-            return NGX_ERROR;
+            return NGX_DECLINED;
         }
 
         if (ngx_http_llm_sse_grow(sse->pool, &sse->payload, sse->payload_len,

@@ -43,8 +43,9 @@ typedef struct {
 
 void ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, ngx_pool_t *pool,
     size_t max, ngx_http_llm_sse_handler_pt handler, void *data);
-/* NGX_OK, NGX_DONE (the handler said the stream is over), NGX_ERROR
- * (also for a line or an event longer than max) */
+/* NGX_OK, NGX_DONE (the handler said the stream is over), NGX_DECLINED
+ * (a line or an event longer than max), NGX_ERROR (out of memory, or the
+ * handler failed; the handler never returns NGX_DECLINED) */
 ngx_int_t ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p,
     u_char *last);
 

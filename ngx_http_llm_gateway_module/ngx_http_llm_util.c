@@ -735,3 +735,140 @@ ngx_http_llm_stream_role(ngx_http_llm_call_t *call)
 
     return ngx_http_llm_stream_emit(call, chunk);
 }
+
+
+ngx_int_t
+ngx_http_llm_path_name(ngx_str_t *name)
+{
+    u_char  *p, *last;
+
+    if (name->len == 0
+        || (name->len == 1 && name->data[0] == '.')
+        || (name->len == 2 && name->data[0] == '.' && name->data[1] == '.'))
+    {
+        return NGX_DECLINED;
+    }
+
+    last = name->data + name->len;
+
+    for (p = name->data; p < last; p++) {
+        if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z')
+            && !(*p >= '0' && *p <= '9') && *p != '-' && *p != '.'
+            && *p != '_')
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+#define ngx_http_llm_unsafe(c, quotes)                                        \
+    ((c) < 0x20 || (c) >= 0x7f || ((quotes) && ((c) == '"' || (c) == '\\')))
+
+
+ngx_str_t *
+ngx_http_llm_escape(ngx_pool_t *pool, ngx_str_t *s, ngx_uint_t quotes)
+{
+    u_char      *p, *last, *d;
+    size_t       n;
+    ngx_str_t   *out;
+
+    static ngx_str_t  failed = ngx_string("-");
+    static u_char     hex[] = "0123456789abcdef";
+
+    last = s->data + s->len;
+    n = 0;
+
+    for (p = s->data; p < last; p++) {
+        if (ngx_http_llm_unsafe(*p, quotes)) {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return s;
+    }
+
+    out = ngx_palloc(pool, sizeof(ngx_str_t));
+    if (out == NULL) {
+        return &failed;
+    }
+
+    out->data = ngx_pnalloc(pool, s->len + 3 * n);
+    if (out->data == NULL) {
+        return &failed;
+    }
+
+    d = out->data;
+
+    for (p = s->data; p < last; p++) {
+        if (ngx_http_llm_unsafe(*p, quotes)) {
+            *d++ = '\\';
+            *d++ = 'x';
+            *d++ = hex[*p >> 4];
+            *d++ = hex[*p & 0xf];
+
+        } else {
+            *d++ = *p;
+        }
+    }
+
+    out->len = d - out->data;
+
+    return out;
+}
+
+
+void
+ngx_http_llm_redact(ngx_str_t *text, ngx_str_t *secret)
+{
+    u_char  *p, *last, *hit, *d;
+    size_t   n;
+
+    static u_char  mark[] = "[redacted]";
+
+    if (secret->len == 0 || text->len < secret->len) {
+        return;
+    }
+
+    last = text->data + text->len;
+
+    hit = memmem(text->data, text->len, secret->data, secret->len);
+
+    if (hit == NULL) {
+        return;
+    }
+
+    /* in place: the text never grows */
+
+    n = ngx_min(secret->len, sizeof(mark) - 1);
+    d = hit;
+    p = hit;
+
+    while (hit) {
+        if (d != p) {
+            ngx_memmove(d, p, hit - p);
+        }
+
+        d += hit - p;
+
+        if (n == sizeof(mark) - 1) {
+            d = ngx_cpymem(d, mark, n);
+
+        } else {
+            ngx_memset(d, '*', n);
+            d += n;
+        }
+
+        p = hit + secret->len;
+
+        hit = memmem(p, last - p, secret->data, secret->len);
+    }
+
+    ngx_memmove(d, p, last - p);
+    d += last - p;
+
+    text->len = d - text->data;
+}

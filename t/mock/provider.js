@@ -31,7 +31,12 @@
  *   fault-longpause  429 with retry-after: 30
  *   fault-pausedate  503 with retry-after as an HTTP date 5s ahead
  *   fault-slowfail   503 (no pause request) after 1.2 seconds
+ *   fault-echokey    401 whose message quotes the credential it was sent
  * (anything may follow: "fault-500-b" is fault-500 too)
+ *
+ * Markers in the request body, replaced in every answer and event:
+ *   __echo_key__     by the credential the request carried
+ *   __bad_utf8__     by the bytes ff fe (invalid UTF-8)
  *
  * Control:
  *   GET  /__requests   recorded requests [{method,url,headers,body,json}]
@@ -157,8 +162,44 @@ function sink(res, drip) {
     };
 }
 
+/*
+ * The markers of the request being answered (set by handle(), which
+ * answers synchronously except for the slow fault).
+ */
+let markers = null;
+
+function credential(req) {
+    const h = req.headers;
+    return h.authorization || h['x-api-key'] || h['api-key']
+        || h['x-goog-api-key'] || '';
+}
+
+function setMarkers(req, text) {
+    markers = null;
+    if (text.includes('__echo_key__') || text.includes('__bad_utf8__')) {
+        markers = { key: credential(req) };
+    }
+}
+
+/* a serialized answer or event with the markers replaced: a Buffer */
+function marked(s) {
+    if (!markers) {
+        return s;
+    }
+    const parts = s.split('__echo_key__').join(markers.key)
+        .split('__bad_utf8__').map((x) => Buffer.from(x));
+    const out = [];
+    parts.forEach((b, i) => {
+        if (i) {
+            out.push(Buffer.from([0xff, 0xfe]));
+        }
+        out.push(b);
+    });
+    return Buffer.concat(out);
+}
+
 function sendJSON(res, status, obj, headers, fault) {
-    const body = JSON.stringify(obj);
+    const body = marked(JSON.stringify(obj));
     const h = Object.assign({
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(body),
@@ -196,8 +237,8 @@ function sendStream(res, events, fault) {
 }
 
 function sse(data, event) {
-    return (event ? 'event: ' + event + '\n' : '') + 'data: '
-        + (typeof data === 'string' ? data : JSON.stringify(data)) + '\n\n';
+    return marked((event ? 'event: ' + event + '\n' : '') + 'data: '
+        + (typeof data === 'string' ? data : JSON.stringify(data)) + '\n\n');
 }
 
 
@@ -276,6 +317,10 @@ function earlyFault(format, fault, res, req) {
         sendJSON(res, 401, errorBody(format, 401,
             'Incorrect API key provided: sk-mock. You can find your API key'
             + ' at https://platform.openai.com/account/api-keys.'));
+        return true;
+    case 'echokey':
+        sendJSON(res, 401, errorBody(format, 401,
+            'Incorrect API key provided: ' + credential(req) + '.'));
         return true;
     case 'garbage':
         res.writeHead(200, {
@@ -932,7 +977,7 @@ function geminiGenerate(req, res, b, model, fault, stream) {
 
     /* Gemini frames its SSE events with CRLF */
     const ev = [];
-    const gsse = (o) => 'data: ' + JSON.stringify(o) + '\r\n\r\n';
+    const gsse = (o) => marked('data: ' + JSON.stringify(o) + '\r\n\r\n');
     if (tool) {
         ev.push(gsse({ candidates: [{ content: { parts: [{ functionCall:
             { name: tool.name, args: tool.args } }], role: 'model' },
@@ -1009,6 +1054,8 @@ function handle(req, res, raw) {
     let body = null;
     const text = raw.toString('utf8');
 
+    markers = null;
+
     if (path === '/__requests' && req.method === 'GET') {
         sendJSON(res, 200, requests);
         return;
@@ -1027,6 +1074,8 @@ function handle(req, res, raw) {
     requests.push({ method: req.method, url: req.url, path,
         query: Object.fromEntries(u.searchParams), headers: req.headers,
         body: text, json: body === undefined ? null : body });
+
+    setMarkers(req, text);
 
     const bad = (fmt) => sendJSON(res, 400, errorBody(fmt, 400,
         fmt === 'gemini' ? 'Invalid JSON payload received.'
