@@ -302,7 +302,7 @@ ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status, char *code,
     ngx_http_llm_error_set(&err, status, "invalid_request_error", code, NULL,
                            &msg);
 
-    return ngx_http_llm_send_error(r, ctx, &err);
+    return ngx_http_llm_send_error(r, ctx, NULL, &err);
 }
 
 
@@ -471,7 +471,39 @@ ngx_http_llm_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_init(ngx_conf_t *cf)
 {
-    return ngx_http_llm_request_init(cf);
+    ngx_array_t                *a;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* attempts get their body length once their location is found */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_body_length;
+
+    /*
+     * Every gateway request ends in ngx_http_llm_finish(): first of the
+     * log phase handlers, which nginx calls in the order they were
+     * added, so that the access log sees what it settled.
+     */
+
+    a = &cmcf->phases[NGX_HTTP_LOG_PHASE].handlers;
+
+    h = ngx_array_push(a);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = a->elts;
+    ngx_memmove(&h[1], &h[0], (a->nelts - 1) * sizeof(ngx_http_handler_pt));
+    h[0] = ngx_http_llm_finish;
+
+    return ngx_http_llm_filter_init(cf);
 }
 
 

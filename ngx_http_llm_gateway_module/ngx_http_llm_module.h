@@ -35,6 +35,20 @@ typedef struct ngx_http_llm_driver_s  ngx_http_llm_driver_t;
 typedef struct ngx_http_llm_call_s    ngx_http_llm_call_t;
 
 
+/*
+ * The client's event stream: events are queued in a buffer and sent
+ * through a filter chain; what the client has not taken yet stays busy,
+ * and the caller stops reading the provider until it is gone.
+ */
+
+typedef struct {
+    ngx_pool_t                 *pool;
+    ngx_chain_t                *pend;          /* queued, not yet sent */
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;          /* sent, not yet written */
+} ngx_http_llm_stream_t;
+
+
 typedef struct {
     ngx_str_t                   name;
     ngx_http_llm_driver_t      *driver;
@@ -116,10 +130,7 @@ struct ngx_http_llm_call_s {
     ngx_str_t                   resp_model;    /* model the provider named */
     ngx_str_t                   chunk_prefix;  /* of text chunks, cached */
 
-    /* stream events waiting to be sent, in a buffer reused once sent */
-    ngx_chain_t                *pend;
-    ngx_chain_t                *free;
-    ngx_chain_t                *busy;
+    ngx_http_llm_stream_t      *out;           /* the client's stream */
 
     unsigned                    stream:1;      /* client asked stream */
     unsigned                    include_usage:1;  /* client asked usage */
@@ -210,6 +221,8 @@ json_t *ngx_http_llm_call_tree(ngx_http_llm_call_t *call);
 /* a chunk skeleton {id, object, created, model, choices:[{index:0,
  * delta:{}, finish_reason:null}]}; *delta points into it */
 json_t *ngx_http_llm_chunk_new(ngx_http_llm_call_t *call, json_t **delta);
+/* ngx_http_llm_stream.c: the chunks of call->out */
+
 /* queue "data: <json>\n\n"; steals the reference to chunk */
 ngx_int_t ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk);
 /* queue a text chunk whose delta.content is text, a JSON string literal
@@ -219,6 +232,22 @@ ngx_int_t ngx_http_llm_stream_text(ngx_http_llm_call_t *call,
 /* queue "data: <data>\n\n" as it is */
 ngx_int_t ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call,
     ngx_str_t *data);
+/* the first chunk of a stream, once: {role:"assistant", content:""} */
+ngx_int_t ngx_http_llm_stream_role(ngx_http_llm_call_t *call);
+
+void ngx_http_llm_stream_init(ngx_http_llm_stream_t *s, ngx_pool_t *pool);
+/* queue "data: <data>\n\n" */
+ngx_int_t ngx_http_llm_stream_data(ngx_http_llm_stream_t *s, ngx_str_t *data);
+/*
+ * What is queued goes to output(r, ...): the next body filter when r is
+ * an attempt's subrequest (from inside the gateway's filter), else
+ * ngx_http_output_filter.  last: the final bytes of the response.
+ * NGX_OK: the client took everything so far; NGX_AGAIN: some of it waits
+ * for the client; NGX_ERROR.
+ */
+ngx_int_t ngx_http_llm_stream_send(ngx_http_llm_stream_t *s,
+    ngx_http_request_t *r, ngx_http_output_body_filter_pt output,
+    ngx_uint_t last);
 /* serialize into pool memory */
 ngx_int_t ngx_http_llm_json_dump(ngx_pool_t *pool, json_t *json,
     ngx_str_t *out);
@@ -265,8 +294,6 @@ json_t *ngx_http_llm_completion_new(ngx_http_llm_call_t *call, ngx_str_t *id,
  * steals message */
 ngx_int_t ngx_http_llm_choice_add(json_t *choices, json_int_t index,
     json_t *message, const char *finish);
-/* the first chunk of a stream, once: {role:"assistant", content:""} */
-ngx_int_t ngx_http_llm_stream_role(ngx_http_llm_call_t *call);
 /* NGX_OK if a model name can be a segment of a provider's URI path as
  * it is: letters, digits, "-", "." and "_", and neither "." nor "..";
  * NGX_DECLINED otherwise */
@@ -322,6 +349,16 @@ typedef struct {
 typedef struct ngx_http_llm_ctx_s  ngx_http_llm_ctx_t;
 
 
+/* how a request ended, for ngx_http_llm_finish() */
+typedef enum {
+    NGX_HTTP_LLM_RUNNING = 0,   /* not yet: the client went away */
+    NGX_HTTP_LLM_ANSWERED,      /* a whole answer was sent */
+    NGX_HTTP_LLM_STREAMED,      /* a stream was sent to its end */
+    NGX_HTTP_LLM_FAILED,        /* attempts were made, none answered */
+    NGX_HTTP_LLM_REFUSED        /* answered by the gateway, no attempt */
+} ngx_http_llm_outcome_e;
+
+
 typedef struct {
     ngx_http_llm_target_t      *target;
     ngx_http_request_t         *sr;
@@ -337,6 +374,10 @@ typedef struct {
     size_t                      body_size;
 
     void                       *sse;           /* ngx_http_llm_sse_t */
+    ngx_chain_t                *held;          /* provider buffers kept
+                                                  busy while the client
+                                                  has not taken what they
+                                                  were translated into */
 
     unsigned                    header:1;      /* provider header seen */
     unsigned                    finished:1;
@@ -344,7 +385,6 @@ typedef struct {
     unsigned                    timedout:1;
     unsigned                    streaming:1;
     unsigned                    stream_done:1;
-    unsigned                    stream_error:1;  /* error event relayed */
     unsigned                    too_big:1;
     unsigned                    untranslated:1;  /* driver failed */
 } ngx_http_llm_attempt_t;
@@ -367,7 +407,10 @@ struct ngx_http_llm_ctx_s {
     uint64_t                    wait;          /* ms until one cools down */
 
     ngx_http_llm_attempt_t     *cur;
-    ngx_http_llm_attempt_t     *answer;        /* the one that answered */
+    ngx_http_llm_attempt_t     *answer;        /* the one whose answer or
+                                                  error the client got */
+    ngx_http_llm_stream_t       out;           /* the client's stream */
+    ngx_http_llm_outcome_e      outcome;
     ngx_str_t                   attempts;      /* for $llm_attempts */
     ngx_uint_t                  nattempts;
     ngx_msec_t                  start;
@@ -381,26 +424,60 @@ struct ngx_http_llm_ctx_s {
     unsigned                    own:1;         /* our response headers */
     unsigned                    replacing:1;
     unsigned                    replaced:1;
-    unsigned                    done:1;
 };
 
 
 extern ngx_module_t  ngx_http_llm_gateway_module;
 
 
-/* ngx_http_llm_request.c */
+/* ngx_http_llm_request.c: from the client's body to the first attempt,
+ * and the end of every request */
 ngx_http_llm_ctx_t *ngx_http_llm_ctx_create(ngx_http_request_t *r);
 void ngx_http_llm_body_handler(ngx_http_request_t *r);
+/* the request ends with this outcome: ngx_http_finalize_request(r, rc) */
+void ngx_http_llm_end(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_outcome_e outcome, ngx_int_t rc);
+/* the log phase handler: every gateway request passes here once */
+ngx_int_t ngx_http_llm_finish(ngx_http_request_t *r);
+
+/* ngx_http_llm_attempt.c: the attempt loop */
+/* the next target: NGX_OK (a subrequest is under way), NGX_DECLINED (no
+ * target left), NGX_BUSY (every target left is cooling down), NGX_ABORT
+ * (the body is not valid JSON for a tree), NGX_ERROR */
+ngx_int_t ngx_http_llm_attempt_start(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+/* the preaccess handler of attempts' subrequests */
+ngx_int_t ngx_http_llm_body_length(ngx_http_request_t *r);
+/* provider text (a body, an event): UTF-8 repaired, the key redacted */
+ngx_int_t ngx_http_llm_provider_text(ngx_http_llm_attempt_t *a,
+    ngx_str_t *text);
+
+/* ngx_http_llm_filter.c: what comes back from the provider */
+ngx_int_t ngx_http_llm_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_llm_answer.c: what the gateway sends to the client */
 ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *key,
     ngx_str_t *value);
-/* headers (x-llm-* of attempt a, if any) and a whole body with last_buf;
- * status 200 unless r->headers_out.status is set */
+/* the response header, with the x-llm-* headers of attempt a (if any),
+ * whose answer or error the client gets from now on (ctx->answer) */
+ngx_int_t ngx_http_llm_send_header(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
+/* headers and a whole body with last_buf; status 200 unless
+ * r->headers_out.status is set */
 ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
-/* the header and body filters, and the preaccess handler of attempts */
-ngx_int_t ngx_http_llm_request_init(ngx_conf_t *cf);
+/* an OpenAI-shaped error; a 429 of attempt a passes its pause headers */
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a,
+    ngx_http_llm_error_t *err);
+/* 429: every target is cooling down */
+ngx_int_t ngx_http_llm_send_cooling(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+/* the end of a stream: an error event (err) or the usage chunk the
+ * client asked for, then [DONE] */
+ngx_int_t ngx_http_llm_stream_tail(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a,
+    ngx_http_llm_error_t *err);
 ngx_int_t ngx_http_llm_error_json(ngx_pool_t *pool,
     ngx_http_llm_error_t *err, ngx_str_t *out);
 void ngx_http_llm_error_set(ngx_http_llm_error_t *err, ngx_uint_t status,

@@ -32,6 +32,8 @@
  *   fault-pausedate  503 with retry-after as an HTTP date 5s ahead
  *   fault-slowfail   503 (no pause request) after 1.2 seconds
  *   fault-echokey    401 whose message quotes the credential it was sent
+ *   fault-huge       (OpenAI, stream) 50 MB of content events, written as
+ *                    fast as the reader takes them
  * (anything may follow: "fault-500-b" is fault-500 too)
  *
  * Markers in the request body, replaced in every answer and event:
@@ -508,7 +510,38 @@ function openaiConversation(b) {
     return { user, text: 'echo: ' + user, prompt, tool };
 }
 
+/* 50 MB of 2 KB content events, each written when the socket takes it */
+function hugeStream(res, model) {
+    const id = rid('chatcmpl-', 29);
+    const text = 'x'.repeat(2000);
+    let left = 25000;
+    res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+    });
+    const chunk = (delta, finish) => sse({ id, object: 'chat.completion.chunk',
+        created: now(), model, choices: [{ index: 0, delta,
+            finish_reason: finish }] });
+    res.write(chunk({ role: 'assistant', content: '' }, null));
+    function pump() {
+        while (left > 0) {
+            left--;
+            if (!res.write(chunk({ content: text }, null))) {
+                res.once('drain', pump);
+                return;
+            }
+        }
+        res.write(chunk({}, 'stop'));
+        res.end('data: [DONE]\n\n');
+    }
+    pump();
+}
+
 function openaiChat(req, res, b, model, fault, azure) {
+    if (fault === 'huge' && b.stream) {
+        hugeStream(res, model);
+        return;
+    }
     const conv = openaiConversation(b);
     const id = rid('chatcmpl-', 29);
     const created = now();

@@ -1,0 +1,299 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#include "ngx_http_llm_module.h"
+
+
+/*
+ * The client's event stream (ngx_http_llm_stream_t): events are written
+ * into one pending buffer, sent with a flush, and the buffers are reused
+ * once the client has taken them; ngx_http_llm_stream_send() says
+ * whether it has, so that the caller can stop reading what it
+ * translates.  The chunk writers below are what drivers call.
+ */
+
+
+static ngx_int_t ngx_http_llm_stream_reserve(ngx_http_llm_stream_t *s,
+    size_t n);
+static int ngx_http_llm_stream_dump_cb(const char *buffer, size_t size,
+    void *data);
+
+
+void
+ngx_http_llm_stream_init(ngx_http_llm_stream_t *s, ngx_pool_t *pool)
+{
+    ngx_memzero(s, sizeof(ngx_http_llm_stream_t));
+
+    s->pool = pool;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_send(ngx_http_llm_stream_t *s, ngx_http_request_t *r,
+    ngx_http_output_body_filter_pt output, ngx_uint_t last)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t  *out;
+
+    if (s->pend == NULL && s->busy == NULL) {
+        return NGX_OK;
+    }
+
+    out = s->pend;
+    s->pend = NULL;
+
+    if (out) {
+        out->next = NULL;
+
+        b = out->buf;
+        b->flush = 1;
+
+        if (last) {
+            b->last_buf = 1;
+            b->last_in_chain = 1;
+        }
+    }
+
+    rc = output(r, out);
+
+    ngx_chain_update_chains(s->pool, &s->free, &s->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_llm_gateway_module);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    return s->busy ? NGX_AGAIN : NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_data(ngx_http_llm_stream_t *s, ngx_str_t *data)
+{
+    ngx_buf_t  *b;
+
+    if (ngx_http_llm_stream_reserve(s, data->len + sizeof("data: \n\n"))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b = s->pend->buf;
+    b->last = ngx_cpymem(b->last, "data: ", sizeof("data: ") - 1);
+    b->last = ngx_cpymem(b->last, data->data, data->len);
+    *b->last++ = '\n';
+    *b->last++ = '\n';
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_stream_reserve(ngx_http_llm_stream_t *s, size_t n)
+{
+    size_t        size;
+    u_char       *p;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (s->pend == NULL) {
+        cl = ngx_chain_get_free_buf(s->pool, &s->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = cl->buf;
+        b->tag = (ngx_buf_tag_t) &ngx_http_llm_gateway_module;
+        b->temporary = 1;
+        b->flush = 0;
+        b->last_buf = 0;
+        b->last_in_chain = 0;
+        b->pos = b->start;
+        b->last = b->start;
+
+        s->pend = cl;
+    }
+
+    b = s->pend->buf;
+
+    if ((size_t) (b->end - b->last) >= n) {
+        return NGX_OK;
+    }
+
+    size = ngx_max((size_t) (b->end - b->start) * 2, (b->last - b->pos) + n);
+    size = ngx_max(size, 4096);
+
+    p = ngx_pnalloc(s->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(p, b->pos, b->last - b->pos);
+    b->start = p;
+    b->pos = p;
+    b->end = p + size;
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_http_llm_stream_dump_cb(const char *buffer, size_t size, void *data)
+{
+    ngx_http_llm_stream_t *s = data;
+
+    ngx_buf_t  *b;
+
+    if (ngx_http_llm_stream_reserve(s, size) != NGX_OK) {
+        return -1;
+    }
+
+    b = s->pend->buf;
+    b->last = ngx_cpymem(b->last, buffer, size);
+
+    return 0;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
+{
+    return ngx_http_llm_stream_data(call->out, data);
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_buf_t  *b;
+    ngx_str_t  *model;
+
+    static u_char  suffix[] = "},\"finish_reason\":null}]}\n\n";
+
+    if (ngx_http_llm_stream_role(call) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the chunk is written, not built: its fields in the order of
+     * ngx_http_llm_chunk_new() */
+
+    if (call->chunk_prefix.len == 0) {
+        model = call->resp_model.len ? &call->resp_model : &call->model;
+
+        len = sizeof("data: {\"id\":\"\",\"object\":\"chat.completion.chunk\","
+                     "\"created\":,\"model\":\"\",\"choices\":[{\"index\":0,"
+                     "\"delta\":{\"content\":")
+              + call->id.len
+              + ngx_escape_json(NULL, call->id.data, call->id.len)
+              + NGX_TIME_T_LEN + model->len
+              + ngx_escape_json(NULL, model->data, model->len);
+
+        p = ngx_pnalloc(call->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        call->chunk_prefix.data = p;
+
+        p = ngx_cpymem(p, "data: {\"id\":\"", sizeof("data: {\"id\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, call->id.data, call->id.len);
+        p = ngx_sprintf(p, "\",\"object\":\"chat.completion.chunk\","
+                           "\"created\":%T,\"model\":\"", call->created);
+        p = (u_char *) ngx_escape_json(p, model->data, model->len);
+        p = ngx_cpymem(p, "\",\"choices\":[{\"index\":0,\"delta\":"
+                          "{\"content\":",
+                       sizeof("\",\"choices\":[{\"index\":0,\"delta\":"
+                              "{\"content\":") - 1);
+
+        call->chunk_prefix.len = p - call->chunk_prefix.data;
+    }
+
+    if (ngx_http_llm_stream_reserve(call->out, call->chunk_prefix.len + text->len
+                                          + sizeof(suffix) - 1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b = call->out->pend->buf;
+    b->last = ngx_cpymem(b->last, call->chunk_prefix.data,
+                         call->chunk_prefix.len);
+    b->last = ngx_cpymem(b->last, text->data, text->len);
+    b->last = ngx_cpymem(b->last, suffix, sizeof(suffix) - 1);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
+{
+    int         rc;
+    ngx_buf_t  *b;
+
+    if (chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_stream_reserve(call->out, 512) != NGX_OK) {
+        json_decref(chunk);
+        return NGX_ERROR;
+    }
+
+    b = call->out->pend->buf;
+    b->last = ngx_cpymem(b->last, "data: ", sizeof("data: ") - 1);
+
+    rc = json_dump_callback(chunk, ngx_http_llm_stream_dump_cb, call->out,
+                            JSON_COMPACT | JSON_REAL_PRECISION(10));
+
+    json_decref(chunk);
+
+    if (rc != 0 || ngx_http_llm_stream_reserve(call->out, 2) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = call->out->pend->buf;
+    *b->last++ = '\n';
+    *b->last++ = '\n';
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_role(ngx_http_llm_call_t *call)
+{
+    json_t  *chunk, *delta;
+
+    if (call->role_sent) {
+        return NGX_OK;
+    }
+
+    if (call->id.len == 0
+        && ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    chunk = ngx_http_llm_chunk_new(call, &delta);
+    if (chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(delta, "role", json_string("assistant")) != 0
+        || json_object_set_new(delta, "content", json_string("")) != 0)
+    {
+        json_decref(chunk);
+        return NGX_ERROR;
+    }
+
+    call->role_sent = 1;
+
+    return ngx_http_llm_stream_emit(call, chunk);
+}
