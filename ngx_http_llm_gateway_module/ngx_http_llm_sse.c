@@ -7,7 +7,9 @@
 #include "ngx_http_llm_sse.h"
 
 
-static ngx_int_t ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse);
+static ngx_int_t ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *line,
+    size_t len, ngx_uint_t transient);
+static ngx_int_t ngx_http_llm_sse_keep(ngx_http_llm_sse_t *sse);
 static ngx_int_t ngx_http_llm_sse_grow(ngx_pool_t *pool, u_char **buf,
     size_t len, size_t *size, size_t need);
 
@@ -25,12 +27,18 @@ ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, ngx_pool_t *pool, size_t max,
 }
 
 
+/*
+ * Lines and one-line payloads are read where they are in the input; only
+ * what continues into the next buffer is copied.
+ */
+
 ngx_int_t
 ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
 {
-    u_char     *eol;
-    size_t      n;
+    u_char     *eol, *line;
+    size_t      n, len;
     ngx_int_t   rc;
+    ngx_uint_t  transient;
 
     while (p < last) {
 
@@ -53,30 +61,44 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
 
         n = eol - p;
 
-        if (n) {
-            if (sse->line_len + n > sse->max) {
-                return NGX_DECLINED;
-            }
-
-            if (ngx_http_llm_sse_grow(sse->pool, &sse->line, sse->line_len,
-                                      &sse->line_size, n)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(sse->line + sse->line_len, p, n);
-            sse->line_len += n;
+        if (sse->line_len + n > sse->max) {
+            return NGX_DECLINED;
         }
 
-        if (eol == last) {
-            break;
+        if (eol == last || sse->line_len) {
+
+            /* a line begun in an earlier buffer or going on in the next */
+
+            if (n) {
+                if (ngx_http_llm_sse_grow(sse->pool, &sse->line,
+                                          sse->line_len, &sse->line_size, n)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                ngx_memcpy(sse->line + sse->line_len, p, n);
+                sse->line_len += n;
+            }
+
+            if (eol == last) {
+                break;
+            }
+
+            line = sse->line;
+            len = sse->line_len;
+            transient = 0;
+
+        } else {
+            line = p;
+            len = n;
+            transient = 1;
         }
 
         sse->skip_lf = (*eol == CR);
         p = eol + 1;
 
-        rc = ngx_http_llm_sse_line(sse);
+        rc = ngx_http_llm_sse_line(sse, line, len, transient);
 
         sse->line_len = 0;
 
@@ -90,19 +112,22 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
         }
     }
 
-    return NGX_OK;
+    /* a payload still in the input is copied before the input goes */
+
+    return ngx_http_llm_sse_keep(sse);
 }
 
 
 static ngx_int_t
-ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse)
+ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *line, size_t len,
+    ngx_uint_t transient)
 {
     u_char     *colon, *value, *end;
-    size_t      name_len, len;
+    size_t      name_len, n;
     ngx_int_t   rc;
     ngx_str_t   event, payload;
 
-    if (sse->line_len == 0) {
+    if (len == 0) {
 
         /* a blank line dispatches the event */
 
@@ -113,28 +138,35 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse)
 
         event.data = sse->event;
         event.len = sse->event_len;
-        payload.data = sse->payload;
-        payload.len = sse->payload_len;
+
+        if (sse->ext.data) {
+            payload = sse->ext;
+
+        } else {
+            payload.data = sse->payload;
+            payload.len = sse->payload_len;
+        }
 
         rc = sse->handler(sse->data, &event, &payload);
 
         sse->event_len = 0;
         sse->payload_len = 0;
+        sse->ext.data = NULL;
         sse->has_data = 0;
 
         return rc;
     }
 
-    end = sse->line + sse->line_len;
+    end = line + len;
 
-    if (sse->line[0] == ':') {
+    if (line[0] == ':') {
         return NGX_OK;
     }
 
-    colon = ngx_strlchr(sse->line, end, ':');
+    colon = ngx_strlchr(line, end, ':');
 
     if (colon) {
-        name_len = colon - sse->line;
+        name_len = colon - line;
         value = colon + 1;
 
         if (value < end && *value == ' ') {
@@ -142,20 +174,32 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse)
         }
 
     } else {
-        name_len = sse->line_len;
+        name_len = len;
         value = end;
     }
 
-    len = end - value;
+    n = end - value;
 
-    if (name_len == 4 && ngx_strncmp(sse->line, "data", 4) == 0) {
+    if (name_len == 4 && ngx_strncmp(line, "data", 4) == 0) {
 
-        if (sse->payload_len + len > sse->max) {
+        if (transient && !sse->has_data) {
+            /* the common event: one data line, read in place */
+            sse->ext.data = value;
+            sse->ext.len = n;
+            sse->has_data = 1;
+            return NGX_OK;
+        }
+
+        if (ngx_http_llm_sse_keep(sse) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (sse->payload_len + n > sse->max) {
             return NGX_DECLINED;
         }
 
         if (ngx_http_llm_sse_grow(sse->pool, &sse->payload, sse->payload_len,
-                                  &sse->payload_size, len + 2)
+                                  &sse->payload_size, n + 1)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -165,20 +209,43 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse)
             sse->payload[sse->payload_len++] = LF;
         }
 
-        ngx_memcpy(sse->payload + sse->payload_len, value, len);
-        sse->payload_len += len;
-        sse->payload[sse->payload_len] = '\0';
+        ngx_memcpy(sse->payload + sse->payload_len, value, n);
+        sse->payload_len += n;
         sse->has_data = 1;
 
         return NGX_OK;
     }
 
-    if (name_len == 5 && ngx_strncmp(sse->line, "event", 5) == 0) {
-        sse->event_len = ngx_min(len, sizeof(sse->event));
+    if (name_len == 5 && ngx_strncmp(line, "event", 5) == 0) {
+        sse->event_len = ngx_min(n, sizeof(sse->event));
         ngx_memcpy(sse->event, value, sse->event_len);
     }
 
     /* "id:", "retry:" and unknown fields are ignored */
+
+    return NGX_OK;
+}
+
+
+/* a payload read in place becomes the parser's own */
+
+static ngx_int_t
+ngx_http_llm_sse_keep(ngx_http_llm_sse_t *sse)
+{
+    if (sse->ext.data == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_llm_sse_grow(sse->pool, &sse->payload, 0,
+                              &sse->payload_size, sse->ext.len + 1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(sse->payload, sse->ext.data, sse->ext.len);
+    sse->payload_len = sse->ext.len;
+    sse->ext.data = NULL;
 
     return NGX_OK;
 }

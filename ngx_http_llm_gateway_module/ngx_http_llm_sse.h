@@ -16,7 +16,11 @@ typedef ngx_int_t (*ngx_http_llm_sse_handler_pt)(void *data,
     ngx_str_t *event, ngx_str_t *payload);
 
 
-/* an incremental text/event-stream parser: fields may be split anywhere */
+/*
+ * An incremental text/event-stream parser: fields may be split anywhere.
+ * A payload passed to the handler may point into the fed buffer (valid
+ * during the call); the handler may change its bytes in place.
+ */
 
 typedef struct {
     ngx_pool_t                  *pool;
@@ -31,6 +35,8 @@ typedef struct {
     u_char                      *payload;      /* joined data: lines */
     size_t                       payload_len;
     size_t                       payload_size;
+    ngx_str_t                    ext;          /* or the one data: line,
+                                                  in the input buffer */
 
     u_char                       event[64];
     size_t                       event_len;

@@ -23,6 +23,10 @@
 
 static ngx_pool_t  *pool;     /* unused by the stubs */
 
+/* the events of one parse, as "event NUL payload NUL ..." */
+static u_char      *rec;
+static size_t       rec_len, rec_size;
+
 void fuzz_free_all(void);
 
 
@@ -35,6 +39,18 @@ on_event(void *data, ngx_str_t *event, ngx_str_t *payload)
     ngx_uint_t  n, n2;
 
     static const char  *names[] = { "a", "choices", "usage", NULL };
+
+    if (rec_len + event->len + payload->len + 2 > rec_size) {
+        rec_size = 2 * (rec_len + event->len + payload->len + 2);
+        rec = realloc(rec, rec_size);
+    }
+
+    memcpy(rec + rec_len, event->data, event->len);
+    rec_len += event->len;
+    rec[rec_len++] = '\0';
+    memcpy(rec + rec_len, payload->data, payload->len);
+    rec_len += payload->len;
+    rec[rec_len++] = '\0';
 
     (void) ngx_http_llm_json_members(payload->data,
                                      payload->data + payload->len, names, m);
@@ -194,7 +210,9 @@ check_json(u_char *data, size_t size)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    u_char              *copy;
+    u_char              *copy, *whole;
+    size_t               i, whole_len;
+    ngx_int_t            rc, rc2;
     ngx_http_llm_sse_t   sse;
 
     /* an exact-size heap copy, so that ASan sees reads past the end */
@@ -205,9 +223,46 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_json(copy, size);
     check_repair(copy, size);
 
+    /* the same events whether the stream comes whole, in two parts or a
+     * byte at a time */
+
     ngx_http_llm_sse_init(&sse, pool, 4096, on_event, NULL);
-    (void) ngx_http_llm_sse_feed(&sse, copy, copy + size / 2);
-    (void) ngx_http_llm_sse_feed(&sse, copy + size / 2, copy + size);
+    rec_len = 0;
+    rc = ngx_http_llm_sse_feed(&sse, copy, copy + size);
+    whole = malloc(rec_len + 1);
+    memcpy(whole, rec, rec_len);
+    whole_len = rec_len;
+
+    ngx_http_llm_sse_init(&sse, pool, 4096, on_event, NULL);
+    rec_len = 0;
+    rc2 = ngx_http_llm_sse_feed(&sse, copy, copy + size / 2);
+    if (rc2 == NGX_OK) {
+        rc2 = ngx_http_llm_sse_feed(&sse, copy + size / 2, copy + size);
+    }
+
+    if (rc == NGX_OK && rc2 == NGX_OK
+        && (rec_len != whole_len || memcmp(rec, whole, rec_len) != 0))
+    {
+        __builtin_trap();
+    }
+
+    if (size <= 512) {
+        ngx_http_llm_sse_init(&sse, pool, 4096, on_event, NULL);
+        rec_len = 0;
+        rc2 = NGX_OK;
+
+        for (i = 0; i < size && rc2 == NGX_OK; i++) {
+            rc2 = ngx_http_llm_sse_feed(&sse, copy + i, copy + i + 1);
+        }
+
+        if (rc == NGX_OK && rc2 == NGX_OK
+            && (rec_len != whole_len || memcmp(rec, whole, rec_len) != 0))
+        {
+            __builtin_trap();
+        }
+    }
+
+    free(whole);
 
     free(copy);
 
