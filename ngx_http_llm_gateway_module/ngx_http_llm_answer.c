@@ -115,8 +115,9 @@ ngx_http_llm_send_cooling(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     p += value.len;
 
-    ngx_http_llm_error_set(&err, 429, "rate_limit_error",
-                           "rate_limit_exceeded", NULL, NULL);
+    ngx_http_llm_error_set(&err, NGX_HTTP_TOO_MANY_REQUESTS,
+                           "rate_limit_error", "rate_limit_exceeded", NULL,
+                           NULL);
 
     err.message.data = p;
     err.message.len = ngx_sprintf(p, "Every provider of model `%V` asked "
@@ -126,7 +127,8 @@ ngx_http_llm_send_cooling(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "llm: every target of \"%V\" is cooling down, "
-                  "answered 429", ngx_http_llm_escape(r->pool, &ctx->model, 1));
+                  "answered 429",
+                  ngx_http_llm_escape(r->pool, &ctx->model, 1));
 
     return ngx_http_llm_send_error(r, ctx, NULL, &err);
 }
@@ -306,7 +308,7 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     /* a provider's pause request is passed on to the client */
 
-    if (a && a->sr && err->status == 429) {
+    if (a && a->sr && err->status == NGX_HTTP_TOO_MANY_REQUESTS) {
         part = &a->sr->headers_out.headers.part;
         h = part->elts;
 

@@ -1846,7 +1846,7 @@ ngx_http_llm_anthropic_map_error(ngx_http_llm_call_t *call,
 
     ngx_http_llm_error_defaults(status, err);
 
-    if (status == 529) {
+    if (status == NGX_HTTP_LLM_OVERLOADED) {
         err->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_str_set(&err->type, "overloaded_error");
     }

@@ -401,7 +401,6 @@ ngx_http_llm_post_subrequest(ngx_http_request_t *sr, void *data,
     }
 
     a->finished = 1;
-    a->rc = rc;
     a->elapsed = ngx_current_msec - a->start;
 
     if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || sr->connection->error) {
@@ -823,24 +822,24 @@ static ngx_uint_t
 ngx_http_llm_condition(ngx_http_llm_attempt_t *a)
 {
     switch (a->status) {
-    case 429:
+    case NGX_HTTP_TOO_MANY_REQUESTS:
         return NGX_HTTP_LLM_FB_429;
-    case 401:
+    case NGX_HTTP_UNAUTHORIZED:
         return NGX_HTTP_LLM_FB_401;
-    case 403:
+    case NGX_HTTP_FORBIDDEN:
         return NGX_HTTP_LLM_FB_403;
-    case 500:
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
         return NGX_HTTP_LLM_FB_500|NGX_HTTP_LLM_FB_5XX;
-    case 502:
+    case NGX_HTTP_BAD_GATEWAY:
         return NGX_HTTP_LLM_FB_502|NGX_HTTP_LLM_FB_5XX;
-    case 503:
-    case 529:
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+    case NGX_HTTP_LLM_OVERLOADED:
         return NGX_HTTP_LLM_FB_503|NGX_HTTP_LLM_FB_5XX;
-    case 504:
+    case NGX_HTTP_GATEWAY_TIME_OUT:
         return NGX_HTTP_LLM_FB_504|NGX_HTTP_LLM_FB_5XX;
     }
 
-    if (a->status >= 500 && a->status < 600) {
+    if (a->status >= NGX_HTTP_INTERNAL_SERVER_ERROR && a->status < 600) {
         return NGX_HTTP_LLM_FB_5XX;
     }
 

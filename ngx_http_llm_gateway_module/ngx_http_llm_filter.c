@@ -395,7 +395,7 @@ ngx_http_llm_replace_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         break;
 
     default:
-        if (r->headers_out.status >= 500) {
+        if (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
             ngx_str_set(&err.code, "internal_error");
             ngx_str_set(&err.message, "The gateway failed to process the "
                                       "request.");

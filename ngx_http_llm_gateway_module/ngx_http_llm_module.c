@@ -167,6 +167,13 @@ ngx_module_t  ngx_http_llm_gateway_module = {
 };
 
 
+/* the request URI ends with the literal s */
+#define ngx_http_llm_uri_ends(r, s)                                          \
+    ((r)->uri.len >= sizeof(s) - 1                                           \
+     && ngx_strncmp((r)->uri.data + (r)->uri.len - (sizeof(s) - 1), s,       \
+                    sizeof(s) - 1) == 0)
+
+
 #define NGX_HTTP_LLM_VAR_PROVIDER    0
 #define NGX_HTTP_LLM_VAR_MODEL       1
 #define NGX_HTTP_LLM_VAR_PROMPT      2
@@ -213,12 +220,7 @@ ngx_http_llm_handler(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
-#define ngx_http_llm_ends(s)                                                 \
-    (r->uri.len >= sizeof(s) - 1                                             \
-     && ngx_strncmp(r->uri.data + r->uri.len - (sizeof(s) - 1), s,           \
-                    sizeof(s) - 1) == 0)
-
-    if (ngx_http_llm_ends("/models")) {
+    if (ngx_http_llm_uri_ends(r, "/models")) {
 
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
             return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,
@@ -230,10 +232,10 @@ ngx_http_llm_handler(ngx_http_request_t *r)
         return ngx_http_llm_models(r, llcf);
     }
 
-    if (ngx_http_llm_ends("/chat/completions")) {
+    if (ngx_http_llm_uri_ends(r, "/chat/completions")) {
         endpoint = NGX_HTTP_LLM_CHAT;
 
-    } else if (ngx_http_llm_ends("/embeddings")) {
+    } else if (ngx_http_llm_uri_ends(r, "/embeddings")) {
         endpoint = NGX_HTTP_LLM_EMBEDDINGS;
 
     } else {
@@ -241,8 +243,6 @@ ngx_http_llm_handler(ngx_http_request_t *r)
                                    "Unknown request URL. Please check the "
                                    "URL for typos.", NULL);
     }
-
-#undef ngx_http_llm_ends
 
     if (r->method != NGX_HTTP_POST) {
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED,

@@ -22,6 +22,9 @@
 
 #define NGX_HTTP_LLM_DEFAULT_MAX_TOKENS  4096
 
+/* Anthropic's "overloaded": no nginx name */
+#define NGX_HTTP_LLM_OVERLOADED          529
+
 /* top-level members of the client's body, found by the core */
 #define NGX_HTTP_LLM_M_MODEL           0
 #define NGX_HTTP_LLM_M_MESSAGES        1
@@ -365,7 +368,6 @@ typedef struct {
     ngx_http_llm_call_t         call;
 
     ngx_uint_t                  status;        /* provider's; 0: none */
-    ngx_int_t                   rc;            /* the subrequest's */
     ngx_msec_t                  start;
     ngx_msec_t                  elapsed;
 

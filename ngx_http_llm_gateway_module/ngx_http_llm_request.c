@@ -37,6 +37,10 @@
 #define NGX_HTTP_LLM_MAX_MODEL       256
 
 
+#define ngx_http_llm_is(v, s)                                                \
+    ((v)->len == sizeof(s) - 1 && ngx_strncmp((v)->data, s, (v)->len) == 0)
+
+
 static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
     ngx_str_t *out);
 static void ngx_http_llm_json_cleanup(void *data);
@@ -416,9 +420,6 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-#define ngx_http_llm_is(v, s)                                                \
-    ((v)->len == sizeof(s) - 1 && ngx_strncmp((v)->data, s, (v)->len) == 0)
-
     v = &m[NGX_HTTP_LLM_M_MODEL];
 
     if (v->len == 0 || ngx_http_llm_is(v, "null")) {
@@ -536,8 +537,6 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     {
         ctx->include_usage = ngx_http_llm_is(&opt[0], "true");
     }
-
-#undef ngx_http_llm_is
 
     return NGX_OK;
 }

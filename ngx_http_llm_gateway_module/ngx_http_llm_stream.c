@@ -214,8 +214,9 @@ ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
         call->chunk_prefix.len = p - call->chunk_prefix.data;
     }
 
-    if (ngx_http_llm_stream_reserve(call->out, call->chunk_prefix.len + text->len
-                                          + sizeof(suffix) - 1)
+    if (ngx_http_llm_stream_reserve(call->out,
+                                    call->chunk_prefix.len + text->len
+                                    + sizeof(suffix) - 1)
         != NGX_OK)
     {
         return NGX_ERROR;

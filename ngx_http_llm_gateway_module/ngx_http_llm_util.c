@@ -263,18 +263,18 @@ ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err)
         ngx_str_set(&err->type, "permission_error");
         break;
 
-    case 429:
+    case NGX_HTTP_TOO_MANY_REQUESTS:
         ngx_str_set(&err->type, "rate_limit_error");
         ngx_str_set(&err->code, "rate_limit_exceeded");
         break;
 
-    case 529:
+    case NGX_HTTP_LLM_OVERLOADED:
         err->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_str_set(&err->type, "overloaded_error");
         break;
 
     default:
-        if (status >= 500) {
+        if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
             ngx_str_set(&err->type, "api_error");
 
         } else {
