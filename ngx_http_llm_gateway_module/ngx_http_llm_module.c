@@ -25,6 +25,7 @@ static ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_init(ngx_conf_t *cf);
 
 static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -81,6 +82,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       ngx_http_llm_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("llm_route_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, route_zone_name),
       NULL },
 
     { ngx_string("llm_gateway"),
@@ -141,7 +149,7 @@ static ngx_http_module_t  ngx_http_llm_module_ctx = {
     ngx_http_llm_init,                     /* postconfiguration */
 
     ngx_http_llm_create_main_conf,         /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_llm_init_main_conf,           /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -522,12 +530,27 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
         != NGX_OK
         || ngx_array_init(&lmcf->zones, cf->pool, 1,
                           sizeof(ngx_http_llm_zone_t *))
+           != NGX_OK
+        || ngx_array_init(&lmcf->routes, cf->pool, 8,
+                          sizeof(ngx_http_llm_route_t *))
+           != NGX_OK
+        || ngx_array_init(&lmcf->route_lists, cf->pool, 4,
+                          sizeof(ngx_array_t *))
            != NGX_OK)
     {
         return NULL;
     }
 
     return lmcf;
+}
+
+
+static char *
+ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    return ngx_http_llm_route_init_main_conf(cf, lmcf);
 }
 
 
@@ -850,6 +873,7 @@ ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t                  n;
     ngx_str_t                 *value, name;
     ngx_uint_t                 i, j;
+    ngx_array_t              **list;
     ngx_http_llm_route_t      *route;
     ngx_http_llm_target_t     *t;
     ngx_http_llm_main_conf_t  *lmcf;
@@ -863,6 +887,15 @@ ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (llcf->routes == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        /* for lmcf->routes, made when the lists are complete */
+
+        list = ngx_array_push(&lmcf->route_lists);
+        if (list == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *list = llcf->routes;
     }
 
     route = llcf->routes->elts;
@@ -1092,12 +1125,6 @@ ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     *zp = zone;
 
-    /* routing state lives in the first zone */
-
-    if (lmcf->state == NULL) {
-        lmcf->state = zone;
-    }
-
     return NGX_CONF_OK;
 }
 
@@ -1111,7 +1138,7 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
     lmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_llm_gateway_module);
 
-    if (lmcf == NULL || lmcf->state) {
+    if (lmcf == NULL || lmcf->route_zone) {
         return NGX_OK;
     }
 
@@ -1120,11 +1147,13 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_zone_private(cycle, zone) != NGX_OK) {
+    if (ngx_http_llm_zone_private(cycle, zone, NGX_HTTP_LLM_ZONE_PRIVATE_SIZE)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    lmcf->state = zone;
+    lmcf->route_zone = zone;
 
     return NGX_OK;
 }

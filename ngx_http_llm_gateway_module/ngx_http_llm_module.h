@@ -333,7 +333,17 @@ void ngx_http_llm_redact(ngx_str_t *text, ngx_str_t *secret);
 typedef struct {
     ngx_array_t                 providers;     /* ngx_http_llm_provider_t */
     ngx_array_t                 zones;         /* ngx_http_llm_zone_t * */
-    ngx_http_llm_zone_t        *state;         /* routing state */
+
+    /* every llm_route line of every level, as upstream blocks are kept
+     * in ngx_http_upstream_main_conf_t */
+    ngx_array_t                 routes;        /* ngx_http_llm_route_t * */
+    ngx_array_t                 route_lists;   /* ngx_array_t *: the
+                                                  levels' lists, until
+                                                  routes is made */
+    time_t                      fail_timeout;  /* the longest of them */
+
+    ngx_str_t                   route_zone_name;  /* llm_route_zone */
+    ngx_http_llm_zone_t        *route_zone;    /* routing state */
 } ngx_http_llm_main_conf_t;
 
 
@@ -486,6 +496,9 @@ void ngx_http_llm_error_set(ngx_http_llm_error_t *err, ngx_uint_t status,
     char *type, char *code, char *param, ngx_str_t *message);
 
 /* ngx_http_llm_route.c */
+/* lmcf->routes from lmcf->route_lists, lmcf->route_zone named */
+char *ngx_http_llm_route_init_main_conf(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
 ngx_int_t ngx_http_llm_route_prepare(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_route_pick(ngx_http_request_t *r,

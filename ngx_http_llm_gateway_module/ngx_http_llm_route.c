@@ -4,6 +4,7 @@
  */
 
 
+#include <ngx_md5.h>
 #include "ngx_http_llm_module.h"
 
 
@@ -13,7 +14,8 @@
  * passive health (max_fails within fail_timeout), and backups only when
  * no primary is left.  Unlike upstream servers, a target that asked for a
  * pause (429/503 with Retry-After) is cooling down and skipped until then.
- * The state lives in the routing zone, so all workers share it.
+ * The state lives in the zone named by llm_route_zone (or the only
+ * llm_zone), so all workers share it; without llm_zone, in a private one.
  */
 
 
@@ -29,11 +31,126 @@ typedef struct {
 #define NGX_HTTP_LLM_TARGET_COOLING  2
 
 
+static ngx_int_t ngx_http_llm_route_key(ngx_conf_t *cf,
+    ngx_http_llm_route_t *route);
 static uint64_t ngx_http_llm_retry_after(ngx_http_request_t *r,
     ngx_http_llm_attempt_t *a);
 static ngx_int_t ngx_http_llm_parse_duration(ngx_str_t *s, uint64_t *ms);
 static ngx_table_elt_t *ngx_http_llm_find_header(ngx_list_t *headers,
     char *name);
+
+
+char *
+ngx_http_llm_route_init_main_conf(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t                i, j, k;
+    ngx_array_t             **lists;
+    ngx_http_llm_zone_t     **zones;
+    ngx_http_llm_route_t     *route, **rp;
+    ngx_http_llm_target_t    *t;
+
+    lists = lmcf->route_lists.elts;
+
+    for (i = 0; i < lmcf->route_lists.nelts; i++) {
+        route = lists[i]->elts;
+
+        for (j = 0; j < lists[i]->nelts; j++) {
+            rp = ngx_array_push(&lmcf->routes);
+            if (rp == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *rp = &route[j];
+
+            if (ngx_http_llm_route_key(cf, &route[j]) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            t = route[j].targets.elts;
+
+            for (k = 0; k < route[j].targets.nelts; k++) {
+                if (t[k].fail_timeout > lmcf->fail_timeout) {
+                    lmcf->fail_timeout = t[k].fail_timeout;
+                }
+            }
+        }
+    }
+
+    zones = lmcf->zones.elts;
+
+    if (lmcf->route_zone_name.data) {
+
+        for (i = 0; i < lmcf->zones.nelts; i++) {
+            if (zones[i]->name.len == lmcf->route_zone_name.len
+                && ngx_strncmp(zones[i]->name.data,
+                               lmcf->route_zone_name.data,
+                               lmcf->route_zone_name.len)
+                   == 0)
+            {
+                lmcf->route_zone = zones[i];
+                return NGX_CONF_OK;
+            }
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_route_zone \"%V\": no such llm_zone",
+                           &lmcf->route_zone_name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->zones.nelts == 1) {
+        lmcf->route_zone = zones[0];
+        return NGX_CONF_OK;
+    }
+
+    /* several zones: which one should hold the routing state is the
+     * operator's choice, not an accident of order */
+
+    if (lmcf->zones.nelts > 1 && lmcf->routes.nelts) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "several llm_zone are defined: llm_route_zone "
+                           "must name the one for routing state");
+        return NGX_CONF_ERROR;
+    }
+
+    /* no llm_zone: each worker makes a private one at its start */
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The round-robin position of a route is kept under the whole llm_route
+ * line; a line longer than a zone key is kept under its MD5.
+ */
+
+static ngx_int_t
+ngx_http_llm_route_key(ngx_conf_t *cf, ngx_http_llm_route_t *route)
+{
+    u_char     *p, digest[16];
+    ngx_md5_t   md5;
+
+    if (route->key.len <= NGX_HTTP_LLM_ZONE_KEY_MAX) {
+        return NGX_OK;
+    }
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, route->key.data, route->key.len);
+    ngx_md5_final(digest, &md5);
+
+    p = ngx_pnalloc(cf->pool, sizeof("md5:") - 1 + 32);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    route->key.data = p;
+    p = ngx_cpymem(p, "md5:", sizeof("md5:") - 1);
+    p = ngx_hex_dump(p, digest, 16);
+    route->key.len = p - route->key.data;
+
+    return NGX_OK;
+}
 
 
 ngx_int_t
@@ -90,7 +207,7 @@ ngx_http_llm_route_pick(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
-    zone = lmcf->state;
+    zone = lmcf->route_zone;
 
     n = ctx->route->targets.nelts;
     t = ctx->route->targets.elts;
@@ -214,7 +331,7 @@ void
 ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_attempt_t *a, ngx_uint_t failed)
 {
-    uint64_t                   now, pause;
+    uint64_t                   now, pause, expire;
     ngx_uint_t                 i;
     ngx_str_t                 *key;
     ngx_http_llm_zone_t       *zone;
@@ -223,7 +340,7 @@ ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
-    zone = lmcf->state;
+    zone = lmcf->route_zone;
 
     t = a->target;
     i = t - (ngx_http_llm_target_t *) ctx->route->targets.elts;
@@ -264,6 +381,14 @@ ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         } else {
             h->fails = 0;
         }
+
+        /* past both the cool-down and the longest fail_timeout of any
+         * target the entry says no more than a missing one: it expires */
+
+        expire = h->checked + (uint64_t) lmcf->fail_timeout * 1000;
+
+        ngx_http_llm_zone_expires(h, ngx_max(expire, h->cool_until));
+        ngx_http_llm_zone_touch(zone, h);
     }
 
     ngx_http_llm_zone_unlock(zone);
