@@ -31,6 +31,8 @@ static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_http_llm_provider_t *ngx_http_llm_provider_find(
+    ngx_http_llm_main_conf_t *lmcf, ngx_str_t *name);
 static ngx_int_t ngx_http_llm_read_key(ngx_conf_t *cf, ngx_str_t *file,
     ngx_str_t *key);
 static char *ngx_http_llm_route(ngx_conf_t *cf, ngx_command_t *cmd,
