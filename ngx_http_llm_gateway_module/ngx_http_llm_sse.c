@@ -10,6 +10,7 @@
 static ngx_int_t ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *line,
     size_t len, ngx_uint_t transient);
 static ngx_int_t ngx_http_llm_sse_keep(ngx_http_llm_sse_t *sse);
+static u_char *ngx_http_llm_sse_eol(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_sse_grow(ngx_pool_t *pool, u_char **buf,
     size_t len, size_t *size, size_t need);
 
@@ -55,9 +56,7 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, u_char *p, u_char *last)
             }
         }
 
-        for (eol = p; eol < last && *eol != LF && *eol != CR; eol++) {
-            /* void */
-        }
+        eol = ngx_http_llm_sse_eol(p, last);
 
         n = eol - p;
 
@@ -224,6 +223,25 @@ ngx_http_llm_sse_line(ngx_http_llm_sse_t *sse, u_char *line, size_t len,
     /* "id:", "retry:" and unknown fields are ignored */
 
     return NGX_OK;
+}
+
+
+/* the first CR or LF, or last: the C library's memchr is vectorized */
+
+static u_char *
+ngx_http_llm_sse_eol(u_char *p, u_char *last)
+{
+    u_char  *lf, *cr;
+
+    lf = memchr(p, LF, last - p);
+
+    if (lf == NULL) {
+        lf = last;
+    }
+
+    cr = memchr(p, CR, lf - p);
+
+    return cr ? cr : lf;
 }
 
 
