@@ -161,6 +161,20 @@ is($r->{status}, 504, 'hang -> nginx 504 (proxy_read_timeout)');
 # the access log is in the test directory
 ok(-s $t->testdir . '/access.log', 'access_log in the test dir');
 
+# wait_until: the condition's value once true; false at the deadline,
+# which it keeps
+{
+    my $n = 0;
+    is((wait_until { ++$n >= 3 && "got $n" } interval => 0.01), 'got 3',
+        'wait_until: the true value, after polling');
+    my $start = Time::HiRes::time();
+    ok(!(wait_until { 0 } timeout => 0.3, interval => 0.05),
+        'wait_until: false at the deadline');
+    my $took = Time::HiRes::time() - $start;
+    ok($took >= 0.3 && $took < 1.5, 'wait_until: bounded by its timeout')
+        or diag("took $took s");
+}
+
 # the log check finds what it must
 $t->write_file('probe.log', '');
 {

@@ -10,6 +10,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -35,24 +36,15 @@ http {
 EOF
 $t->run;
 
-my $p = $t->port(0);
 my $T = JSON::PP::true;
 my %client = ('Authorization' => 'Bearer sk-client-secret');
+chat_defaults($t, headers => \%client);
 
 my $tools = [{ type => 'function', function => { name => 'get_weather',
     description => 'Weather of a city',
     parameters => { type => 'object',
         properties => { city => { type => 'string' } },
         required => ['city'] } } }];
-
-sub chat {
-    return http($t, $p, 'POST', '/v1/chat/completions', \%client, $_[0]);
-}
-
-sub stream {
-    return http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-        { %{ $_[0] }, stream => $T });
-}
 
 # text of an Anthropic "system" (string or text blocks)
 sub system_text {
@@ -72,7 +64,7 @@ for my $case (
                 temperature => 1.5, seed => 1 } ],
 ) {
     my ($name, $params) = @$case;
-    my $r = chat({
+    my $r = chat($t, {
         model => 'claude', %$params,
         messages => [
             { role => 'developer', content => "Be \"terse\".\n" },
@@ -99,7 +91,7 @@ for my $case (
 ###############################################################################
 # request translation
 
-my $r = chat({
+my $r = chat($t, {
     model => 'claude',
     temperature => 0.5,
     stop => 'END',
@@ -177,19 +169,19 @@ is($r->{headers}{'x-llm-provider'}, 'anthropic', 'x-llm-provider');
 is($r->{headers}{'x-llm-model'}, 'claude-sonnet-4-5', 'x-llm-model');
 
 # client max_tokens / max_completion_tokens, stop array
-$r = chat({ model => 'claude', max_tokens => 100, stop => ['A', 'B'],
-    messages => [{ role => 'user', content => 'hi' }] });
+$r = chat($t, { model => 'claude', max_tokens => 100,
+    stop => ['A', 'B'], messages => [{ role => 'user', content => 'hi' }] });
 is($r->{status}, 200, 'max_tokens: status');
 $q = mock_last($t);
 is($q->{json}{max_tokens}, 100, 'client max_tokens');
 is_deeply($q->{json}{stop_sequences}, ['A', 'B'], 'stop array');
 
-$r = chat({ model => 'claude', max_completion_tokens => 50,
+$r = chat($t, { model => 'claude', max_completion_tokens => 50,
     messages => [{ role => 'user', content => 'hi' }] });
 is(mock_last($t)->{json}{max_tokens}, 50, 'max_completion_tokens');
 
 # content parts and consecutive user turns
-$r = chat({ model => 'claude', messages => [
+$r = chat($t, { model => 'claude', messages => [
     { role => 'user', content => [{ type => 'text', text => 'part one' }] },
     { role => 'user', content => 'part two' } ] });
 is($r->{status}, 200, 'consecutive user turns accepted') or diag($r->{body});
@@ -201,7 +193,7 @@ is(scalar(grep { $_->{role} eq 'user' } @{ mock_last($t)->{json}{messages} }),
 ###############################################################################
 # response translation: tool call
 
-$r = chat({ model => 'claude', tools => $tools,
+$r = chat($t, { model => 'claude', tools => $tools,
     messages => [{ role => 'user', content => 'Paris' }] });
 is($r->{status}, 200, 'tool call: status');
 my $msg = $r->{json}{choices}[0]{message} // {};
@@ -220,7 +212,7 @@ is(scalar @{ $msg->{tool_calls} // [] }, 1, 'one tool call');
 ###############################################################################
 # streaming: text
 
-$r = stream({ model => 'claude',
+$r = stream($t, { model => 'claude',
     messages => [{ role => 'user', content => 'stream hi' }] });
 is($r->{status}, 200, 'stream status');
 like($r->{headers}{'content-type'}, qr{^text/event-stream}, 'stream type');
@@ -238,7 +230,8 @@ ok(!(grep { defined $_->{event} && $_->{event} ne '' } @{ $r->{events} }),
     'no Anthropic event: lines reach the client');
 ok(!(grep { ref $_->{usage} } @{ $r->{chunks} }), 'no usage unasked');
 
-$r = stream({ model => 'claude', stream_options => { include_usage => $T },
+$r = stream($t, { model => 'claude',
+    stream_options => { include_usage => $T },
     messages => [{ role => 'user', content => 'stream hi' }] });
 my @u = grep { ref $_->{usage} } @{ $r->{chunks} };
 is(scalar @u, 1, 'usage chunk');
@@ -252,7 +245,7 @@ ok(!exists $q->{json}{stream_options}, 'no stream_options to Anthropic');
 ###############################################################################
 # streaming: tool call deltas
 
-$r = stream({ model => 'claude', tools => $tools,
+$r = stream($t, { model => 'claude', tools => $tools,
     messages => [{ role => 'user', content => 'Lyon' }] });
 is($r->{status}, 200, 'tool stream status');
 is($r->{text}, 'I will use get_weather.', 'tool stream: text');
@@ -273,7 +266,7 @@ ok($r->{done} && $r->{clean}, 'tool stream: [DONE], clean');
 ###############################################################################
 # drip: every byte in its own read
 
-$r = stream({ model => 'claude-drip', tools => $tools,
+$r = stream($t, { model => 'claude-drip', tools => $tools,
     messages => [{ role => 'user', content => 'drip drop' }] });
 is($r->{status}, 200, 'drip stream status');
 is($r->{text}, 'I will use get_weather.', 'drip stream: text');
@@ -283,7 +276,7 @@ is(join('', map { $_->{function}{arguments} // '' } @td), '{"q":"drip drop"}',
     'drip stream: arguments');
 ok($r->{done} && $r->{clean}, 'drip stream: [DONE], clean');
 
-$r = chat({ model => 'claude-drip',
+$r = chat($t, { model => 'claude-drip',
     messages => [{ role => 'user', content => 'drip json' }] });
 is($r->{json}{choices}[0]{message}{content}, 'echo: drip json',
     'drip non-stream');
@@ -291,7 +284,7 @@ is($r->{json}{choices}[0]{message}{content}, 'echo: drip json',
 ###############################################################################
 # errors
 
-$r = chat({ model => 'claude-529',
+$r = chat($t, { model => 'claude-529',
     messages => [{ role => 'user', content => 'x' }] });
 is($r->{status}, 503, '529 -> 503');
 is($r->{json}{error}{type}, 'overloaded_error', '529: type') or diag($r->{body});
@@ -299,17 +292,17 @@ ok($r->{json}{error}{message}, '529: message');
 ok(exists $r->{json}{error}{code} && exists $r->{json}{error}{param},
     '529: OpenAI shape');
 
-$r = stream({ model => 'claude-529',
+$r = stream($t, { model => 'claude-529',
     messages => [{ role => 'user', content => 'x' }] });
 is($r->{status}, 503, '529 stream -> 503');
 is(ref $r->{json}{error}, 'HASH', '529 stream: JSON error');
 
-$r = chat({ model => 'claude-429',
+$r = chat($t, { model => 'claude-429',
     messages => [{ role => 'user', content => 'x' }] });
 is($r->{status}, 429, 'rate_limit_error -> 429');
 ok($r->{json}{error}{message}, 'rate limit: OpenAI shape');
 
-$r = chat({ model => 'claude-401',
+$r = chat($t, { model => 'claude-401',
     messages => [{ role => 'user', content => 'x' }] });
 is($r->{status}, 401, 'authentication_error -> 401');
 ok($r->{json}{error}{message}, 'authentication: OpenAI shape');

@@ -9,6 +9,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -36,13 +37,11 @@ http {
 EOF
 $t->run;
 
-my $p = $t->port(0);
 my $T = JSON::PP::true;
 my %client = ('Authorization' => 'Bearer sk-client-secret');
-my $user = [{ role => 'user', content => 'hello azure' }];
+chat_defaults($t, headers => \%client, text => 'hello azure');
 
-my $r = http($t, $p, 'POST', '/v1/chat/completions', \%client,
-    { model => 'gpt-4o', messages => $user });
+my $r = chat($t, 'gpt-4o');
 is($r->{status}, 200, 'status');
 is($r->{json}{choices}[0]{message}{content}, 'echo: hello azure', 'content');
 is($r->{headers}{'x-llm-provider'}, 'azure', 'x-llm-provider');
@@ -58,16 +57,14 @@ unlike(json_encode($q->{headers}), qr/sk-client-secret/,
     'client key not forwarded');
 
 # default api_version
-$r = http($t, $p, 'POST', '/v1/chat/completions', {},
-    { model => 'default', messages => $user });
+$r = chat($t, 'default', headers => {});
 is($r->{status}, 200, 'default api_version: status');
 $q = mock_last($t);
 like($q->{query}{'api-version'} // '', qr/^\d{4}-\d\d-\d\d/,
     'default api_version sent');
 
 # stream: Azure sends a first chunk with no choices (prompt filter results)
-$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-    { model => 'gpt-4o', stream => $T, messages => $user });
+$r = stream($t, 'gpt-4o');
 is($r->{status}, 200, 'stream status');
 is($r->{text}, 'echo: hello azure', 'stream text');
 ok($r->{done} && $r->{clean}, 'stream: [DONE], clean end');
@@ -79,15 +76,14 @@ is($q->{path}, '/openai/deployments/gpt4o-prod/chat/completions',
 ok($q->{json}{stream}, 'stream: stream asked');
 
 # stream with usage
-$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-    { model => 'gpt-4o', stream => $T, messages => $user,
-      stream_options => { include_usage => $T } });
+$r = stream($t, 'gpt-4o',
+    body => { stream_options => { include_usage => $T } });
 my @u = grep { ref $_->{usage} } @{ $r->{chunks} };
 is(scalar @u, 1, 'stream usage chunk');
 
 # embeddings
-$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
-    { model => 'emb', input => 'vector please' });
+$r = post($t, { model => 'emb', input => 'vector please' },
+    uri => '/v1/embeddings');
 is($r->{status}, 200, 'embeddings status');
 is(scalar @{ $r->{json}{data}[0]{embedding} // [] }, 16, 'embedding');
 $q = mock_last($t);
@@ -96,8 +92,7 @@ is($q->{path}, '/openai/deployments/emb-deploy/embeddings',
 is($q->{headers}{'api-key'}, $KEY, 'embeddings api-key');
 
 # a provider error keeps its status, OpenAI-shaped
-$r = http($t, $p, 'POST', '/v1/chat/completions', {},
-    { model => 'denied', messages => $user });
+$r = chat($t, 'denied', headers => {});
 is($r->{status}, 401, 'provider 401 passed');
 ok(ref $r->{json}{error} && $r->{json}{error}{message},
     'provider 401 OpenAI-shaped') or diag($r->{body});

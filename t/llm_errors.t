@@ -10,7 +10,9 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 use IO::Socket::INET;
+use IO::Select;
 use POSIX ();
 
 my $t = LLMGW->new;
@@ -53,76 +55,52 @@ my $p = $t->port(0);
 my $T = JSON::PP::true;
 my $msgs = [{ role => 'user', content => 'hi' }];
 
-# check an error answer: status, type, code, param
-sub error_is {
-    my ($r, $status, $type, $code, $param, $name) = @_;
-    is($r->{status}, $status, "$name: status $status")
-        or diag(substr($r->{raw} // '', 0, 600));
-    like($r->{headers}{'content-type'} // '', qr{^application/json},
-        "$name: JSON content-type");
-    my $e = ref $r->{json} eq 'HASH' ? $r->{json}{error} : undef;
-    ok(ref $e eq 'HASH', "$name: body is {\"error\":{...}}")
-        or return diag($r->{body});
-    ok(defined $e->{message} && !ref $e->{message} && $e->{message} ne '',
-        "$name: message");
-    ok(exists $e->{param} && exists $e->{code} && exists $e->{type},
-        "$name: type, param and code present");
-    is($e->{type}, $type, "$name: type $type") if defined $type;
-    is($e->{code}, $code, "$name: code " . ($code // 'null'))
-        if @_ > 3 && $code ne '*';
-    is($e->{param}, $param, "$name: param " . ($param // 'null'))
-        if @_ > 4 && (!defined $param || $param ne '*');
-}
-
-sub post {
-    my ($uri, $body, %h) = @_;
-    return http($t, $p, 'POST', $uri, { 'Content-Type' => 'application/json',
-        %h }, $body);
-}
-
 my $chat = '/v1/chat/completions';
 my $ire = 'invalid_request_error';
 
 ###############################################################################
 # client errors
 
-error_is(post($chat, '{"model": "ok", "messages": [}'), 400, $ire,
+error_is(post($t, '{"model": "ok", "messages": [}'), 400, $ire,
     'invalid_json', '*', 'invalid JSON');
-error_is(post($chat, ''), 400, $ire, '*', '*', 'empty body');
-error_is(post($chat, '[1, 2]'), 400, $ire, '*', '*', 'array body');
-error_is(post($chat, '"text"'), 400, $ire, '*', '*', 'string body');
-error_is(post($chat, { messages => $msgs }), 400, $ire, '*', 'model',
+error_is(post($t, ''), 400, $ire, '*', '*', 'empty body');
+error_is(post($t, '[1, 2]'), 400, $ire, '*', '*', 'array body');
+error_is(post($t, '"text"'), 400, $ire, '*', '*', 'string body');
+error_is(post($t, { messages => $msgs }), 400, $ire, '*', 'model',
     'missing model');
-error_is(post($chat, { model => 5, messages => $msgs }), 400, $ire, '*',
+error_is(post($t, { model => 5, messages => $msgs }), 400, $ire, '*',
     'model', 'model not a string');
-error_is(post($chat, { model => 'ok' }), 400, $ire,
+error_is(post($t, { model => 'ok' }), 400, $ire,
     'missing_required_parameter', 'messages', 'missing messages');
-error_is(post($chat, { model => 'ok', messages => 'hi' }), 400, $ire,
+error_is(post($t, { model => 'ok', messages => 'hi' }), 400, $ire,
     'invalid_type', 'messages', 'messages not an array');
-error_is(post('/v1/embeddings', { model => 'ok' }), 400, $ire, '*', '*',
-    'embeddings without input');
+error_is(post($t, { model => 'ok' }, uri => '/v1/embeddings'), 400, $ire,
+    '*', '*', 'embeddings without input');
 
-error_is(post($chat, { model => 'no-such-model', messages => $msgs }), 404,
-    $ire, 'model_not_found', '*', 'unknown model');
-error_is(post('/v1/embeddings', { model => 'no-such-model', input => 'x' }),
-    404, $ire, 'model_not_found', '*', 'unknown embeddings model');
-error_is(post('/v1/completions', { model => 'ok', prompt => 'x' }), 404,
-    $ire, 'unknown_url', '*', 'unknown path');
+error_is(chat($t, 'no-such-model'), 404, $ire, 'model_not_found', '*',
+    'unknown model');
+error_is(post($t, { model => 'no-such-model', input => 'x' },
+    uri => '/v1/embeddings'), 404, $ire, 'model_not_found', '*',
+    'unknown embeddings model');
+error_is(post($t, { model => 'ok', prompt => 'x' },
+    uri => '/v1/completions'), 404, $ire, 'unknown_url', '*',
+    'unknown path');
 error_is(http($t, $p, 'GET', '/v1/nothing/here'), 404, $ire, 'unknown_url',
     '*', 'unknown GET path');
 error_is(http($t, $p, 'GET', $chat), 405, $ire, 'method_not_allowed', '*',
     'GET chat/completions');
-error_is(post('/v1/models', {}), 405, $ire, 'method_not_allowed', '*',
-    'POST models');
+error_is(post($t, {}, uri => '/v1/models'), 405, $ire, 'method_not_allowed',
+    '*', 'POST models');
 error_is(http($t, $p, 'DELETE', '/v1/embeddings'), 405, $ire,
     'method_not_allowed', '*', 'DELETE embeddings');
 is(http($t, $p, 'GET', $chat)->{headers}{allow}, 'POST',
     'GET chat/completions: Allow');
-is(post('/v1/models', {})->{headers}{allow}, 'GET, HEAD', 'POST models: Allow');
+is(post($t, {}, uri => '/v1/models')->{headers}{allow}, 'GET, HEAD',
+    'POST models: Allow');
 
 my $big = { model => 'ok', messages => [{ role => 'user',
     content => 'x' x 40000 }] };
-error_is(post($chat, $big), 413, $ire, 'request_too_large', '*',
+error_is(post($t, $big), 413, $ire, 'request_too_large', '*',
     'body over client_max_body_size');
 
 is(scalar @{ mock_requests($t) }, 0, 'no client error reached the provider');
@@ -130,49 +108,43 @@ is(scalar @{ mock_requests($t) }, 0, 'no client error reached the provider');
 ###############################################################################
 # provider failures
 
-error_is(post($chat, { model => 'garbage', messages => $msgs }), 502,
-    'api_error', 'invalid_response', '*', 'provider garbage');
-error_is(post($chat, { model => 'html', messages => $msgs }), 502,
-    'api_error', 'invalid_response', '*', 'provider HTML page');
-error_is(post($chat, { model => 'truncated', messages => $msgs }), 502,
-    'api_error', 'invalid_response', '*', 'provider truncated JSON');
-error_is(post($chat, { model => 'reset', messages => $msgs }), 502,
-    undef, 'provider_error', '*', 'provider connection reset');
-error_is(post($chat, { model => 'unreachable', messages => $msgs }), 502,
-    undef, 'provider_error', '*', 'provider unreachable');
+error_is(chat($t, 'garbage'), 502, 'api_error', 'invalid_response', '*',
+    'provider garbage');
+error_is(chat($t, 'html'), 502, 'api_error', 'invalid_response', '*',
+    'provider HTML page');
+error_is(chat($t, 'truncated'), 502, 'api_error', 'invalid_response', '*',
+    'provider truncated JSON');
+error_is(chat($t, 'reset'), 502, undef, 'provider_error', '*',
+    'provider connection reset');
+error_is(chat($t, 'unreachable'), 502, undef, 'provider_error', '*',
+    'provider unreachable');
 
 my $start = time;
-error_is(post($chat, { model => 'hang', messages => $msgs }), 504, undef,
-    'provider_timeout', '*', 'provider timeout');
+error_is(chat($t, 'hang'), 504, undef, 'provider_timeout', '*',
+    'provider timeout');
 ok(time - $start < 6, 'timeout came from proxy_read_timeout 1s');
 
-error_is(post($chat, { model => 'drop', messages => $msgs }), 502, undef,
-    '*', '*', 'provider dropped a JSON answer');
+error_is(chat($t, 'drop'), 502, undef, '*', '*',
+    'provider dropped a JSON answer');
 
 # provider errors keep their status, OpenAI-shaped
-error_is(post($chat, { model => 'e500', messages => $msgs }), 500, undef,
-    '*', '*', 'provider 500');
-error_is(post($chat, { model => 'e401', messages => $msgs }), 401, undef,
-    '*', '*', 'provider 401');
-error_is(post($chat, { model => 'e429', messages => $msgs }), 429, undef,
-    '*', '*', 'provider 429');
+error_is(chat($t, 'e500'), 500, undef, '*', '*', 'provider 500');
+error_is(chat($t, 'e401'), 401, undef, '*', '*', 'provider 401');
+error_is(chat($t, 'e429'), 429, undef, '*', '*', 'provider 429');
 
 # failures of a streamed request before the first byte: a JSON error
-my $r = http_stream($t, $p, 'POST', $chat, {},
-    { model => 'garbage', messages => $msgs, stream => $T });
+my $r = stream($t, 'garbage');
 ok($r->{status} == 502 || ($r->{status} == 200 && $r->{done}
     && (grep { ref $_->{error} } @{ $r->{chunks} })),
     'stream from a garbage provider: 502 or an error event')
     or diag(substr($r->{raw}, 0, 600));
 
-$r = http_stream($t, $p, 'POST', $chat, {},
-    { model => 'e500', messages => $msgs, stream => $T });
+$r = stream($t, 'e500');
 is($r->{status}, 500, 'stream, provider 500 before any byte: 500');
 is(ref $r->{json}{error}, 'HASH', 'stream, provider 500: JSON error');
 
 # the provider drops the connection in the middle of a stream
-$r = http_stream($t, $p, 'POST', $chat, {},
-    { model => 'drop', messages => $msgs, stream => $T });
+$r = stream($t, 'drop');
 is($r->{status}, 200, 'dropped stream: 200 (already started)');
 like($r->{headers}{'content-type'} // '', qr{^text/event-stream},
     'dropped stream: event-stream');
@@ -192,45 +164,64 @@ ok((grep { ($_->{choices}[0]{delta}{role} // '') eq 'assistant' }
 # the client goes away: in the middle of a stream, while the provider is
 # still thinking (stream and not), and while a body is being sent
 
-for my $case (['drip', 1, 0.3], ['hang', 1, 0.3], ['hang', 0, 0.3],
-    ['ok', 0, 0])
+my $logged = log_lines($t, 'access.log');
+
+for my $case (['drip', 1, 'stream'], ['hang', 1, 'provider'],
+    ['hang', 0, 'provider'], ['ok', 0, 'body'])
 {
-    my ($model, $stream, $wait) = @$case;
+    my ($model, $stream, $when) = @$case;
     my $b = json_encode({ model => $model, messages => $msgs,
         $stream ? (stream => $T) : () });
+    mock_reset($t);
     my $s = IO::Socket::INET->new("127.0.0.1:$p") or die "connect: $!";
-    if ($wait) {
-        print $s "POST $chat HTTP/1.1\r\nHost: x\r\n"
-            . "Content-Length: " . length($b) . "\r\n\r\n$b";
-        select undef, undef, undef, $wait;
-    } else {
-        # half a body
+    if ($when eq 'body') {
+        # half a body; nothing to wait for: a pause so that nginx reads
+        # the part sent before it sees the close
         print $s "POST $chat HTTP/1.1\r\nHost: x\r\n"
             . "Content-Length: " . (length($b) + 100) . "\r\n\r\n$b";
         select undef, undef, undef, 0.1;
+        close $s;
+        next;
+    }
+    print $s "POST $chat HTTP/1.1\r\nHost: x\r\n"
+        . "Content-Length: " . length($b) . "\r\n\r\n$b";
+    my $name = "client gone: $model" . ($stream ? ', stream' : '');
+    if ($when eq 'stream') {
+        my ($got, $sel) = ('', IO::Select->new($s));
+        ok((wait_until {
+                sysread($s, $got, 4096, length $got) if $sel->can_read(0);
+                $got =~ /\r\n\r\n.*data: /s;
+            }), "$name: closed after the first event");
+    } else {
+        ok((wait_until { @{ mock_requests($t) } >= 1 }),
+            "$name: closed while the provider has the request");
     }
     close $s;
 }
-select undef, undef, undef, 0.5;
 
-$r = post($chat, { model => 'ok', messages => $msgs });
+# the gateway has ended all four requests (each logs its line)
+ok((wait_until { log_lines($t, 'access.log') >= $logged + 4 }),
+    'client gone: the four requests ended');
+
+$r = chat($t, 'ok');
 is($r->{status}, 200, 'serving after clients went away');
 
-# a reload with a stream in flight: the stream finishes
+# a reload with a stream in flight (at the provider): the stream finishes
+mock_reset($t);
 my $pid = fork // die;
 if ($pid == 0) {
-    my $r = http_stream($t, $p, 'POST', $chat, {},
-        { model => 'drip', messages => $msgs, stream => $T });
+    my $r = stream($t, 'drip');
     POSIX::_exit($r->{done} && $r->{clean} && $r->{text} eq 'echo: hi'
         ? 0 : 1);
 }
-select undef, undef, undef, 0.5;
+ok((wait_until { @{ mock_requests($t) } >= 1 }),
+    'reload: the stream has reached the provider');
 ok($t->reload, 'reload');
 waitpid $pid, 0;
 is($?, 0, 'stream in flight during reload completed');
 
 # the gateway still works
-$r = post($chat, { model => 'ok', messages => $msgs });
+$r = chat($t, 'ok');
 is($r->{status}, 200, 'still serving');
 
 $t->done;

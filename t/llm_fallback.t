@@ -1,7 +1,10 @@
 #!/usr/bin/perl
 
 # Fallback across targets (llm_fallback, llm_fallback_tries,
-# llm_fallback_timeout), see docs/fallback.md:
+# llm_fallback_timeout), see docs/fallback.md: which failures move on to
+# the next target and what the client and the logs see.  (Passive health
+# and cool-downs: t/llm_health.t; spreading over targets:
+# t/llm_route_balance.t.)
 #
 #  - a failing primary moves on to its backup for each fault of the mock
 #    (500, 503 and 429 with Retry-After, Anthropic 529, a hang past
@@ -17,7 +20,10 @@
 #  - retries inside one provider are nginx's (an upstream group with
 #    proxy_next_upstream): the gateway sees one attempt;
 #  - a stream broken after its first byte is ended, not retried;
-#  - the OpenAI SDK gets normal answers while the primary fails.
+#  - the OpenAI SDK gets normal answers while the primary fails;
+#  - and on targets with max_fails=0 (no passive health): the same faults,
+#    two primaries with no backup, a 401 (not a condition), every target
+#    failed, and llm_fallback with a subset of the conditions.
 #
 # Every route has targets of its own (the mock ignores what follows
 # "fault-NNN"), so the health and cool-down state of one check (kept per
@@ -30,6 +36,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -60,6 +67,22 @@ my @invalid = (
 );
 
 sub tag { my ($s) = @_; return $s ? 's' : 'j' }
+
+# the routes of the max_fails=0 checks, for the server with port name $s
+sub routes_mf0 {
+    my ($s) = @_;
+    my $f = "max_fails=0";
+    return <<"EOF";
+            llm_route  x   f:fault-500-$s $f  ok:good backup;
+            llm_route  y   f:fault-429-$s $f  ok:good backup;
+            llm_route  z   f:fault-reset-$s $f  ok:good backup;
+            llm_route  w   f:fault-401-$s $f  ok:good backup;
+            llm_route  v   f:fault-503-$s $f  ok:good backup;
+            llm_route  all f:fault-500-$s-a $f
+                           f:fault-500-$s-b $f backup;
+            llm_route  rr  f:fault-500-$s-rr $f  ok:good;
+EOF
+}
 
 my $routes0 = '';
 for my $f (@faults) {
@@ -168,6 +191,7 @@ $routes0
             llm_route sdk-fb  f:fault-500-sdk max_fails=0  ok:gpt-4o backup;
             llm_route emb-fb  f:fault-500-semb max_fails=0
                               ok:text-embedding-3-small backup;
+@{[ routes_mf0('s0') ]}
         }
 $locs
 $nu
@@ -182,6 +206,7 @@ $nu
             llm_route off-500  f:fault-500-off  ok:good backup;
             llm_route off-429  f:fault-429-off  ok:good backup;
             llm_route off-503s f:fault-503-offs ok:good backup;
+@{[ routes_mf0('s1') ]}
         }
 $locs
     }
@@ -224,6 +249,18 @@ $locs
 $locs
     }
 
+    # llm_fallback with one condition
+    server {
+        listen 127.0.0.1:%%PORT_6%%;
+        access_log %%TESTDIR%%/llm6.log llm;
+        location /v1/ {
+            llm_gateway;
+            llm_fallback http_429;
+@{[ routes_mf0('s6') ]}
+        }
+$locs
+    }
+
     # the failing first server of nu_502: answers every request with 502
     server {
         listen 127.0.0.1:%%PORT_5%%;
@@ -240,55 +277,16 @@ my $T = JSON::PP::true;
 my $msgs = [{ role => 'system', content => 'be brief' },
             { role => 'user', content => 'fall back' }];
 
-my %lines;     # lines in each access log before the last chat()
-
-sub log_lines {
-    my ($n) = @_;
-    my $c = $t->read_file("llm$n.log") // '';
-    return scalar(() = $c =~ /\n/g);
-}
-
-sub chat {
-    my ($port, $model, %o) = @_;
-    mock_reset($t);
-    $lines{$_} = log_lines($_) for 0 .. 4;
-    my $f = $o{stream} ? \&http_stream : \&http;
-    return $f->($t, $t->port($port), 'POST', '/v1/chat/completions', {},
-        { model => $model, messages => $msgs,
-          $o{stream} ? (stream => $T) : () });
-}
+chat_defaults($t, messages => $msgs, reset => 1);
 
 # what the mock was asked since the last chat(): "format:model ..."
-sub seen_list {
-    my @s;
-    for my $q (@{ mock_requests($t) }) {
-        my $p = $q->{path} // '';
-        if ($p eq '/v1/chat/completions' || $p eq '/v1/embeddings') {
-            push @s, 'openai:' . ($q->{json}{model} // '?');
-        } elsif ($p eq '/v1/messages') {
-            push @s, 'anthropic:' . ($q->{json}{model} // '?');
-        } elsif ($p =~ m{^/v1beta/models/([^:]+):}) {
-            push @s, "gemini:$1";
-        } else {
-            push @s, "?:$p";
-        }
-    }
-    return @s;
-}
+sub seen { return join ' ', asked($t, format => 1) }
 
-sub seen { return join ' ', seen_list() }
-
-# the last line of an access log: [attempts, status, provider, model]
-# (nginx may write it just after the client saw the end of the answer)
+# the line of access log n that matches $re (it names the request's first
+# target), waited for: [attempts, status, provider, model]
 sub logged {
-    my ($n) = @_;
-    for (1 .. 100) {
-        last if log_lines($n) > $lines{$n};
-        Time::HiRes::sleep(0.02);
-    }
-    my $c = $t->read_file("llm$n.log") // '';
-    my @l = split /\n/, $c;
-    return [split /\|/, $l[-1] // '', -1];
+    my ($n, $re) = @_;
+    return [split /\|/, log_line($t, "llm$n.log", $re) // '', -1];
 }
 
 my %fmt = (f => 'openai', anth => 'anthropic', gem => 'gemini');
@@ -300,7 +298,7 @@ sub fallback_ok {
     my ($port, $route, $prov, $model, $stream, $what) = @_;
     my $name = "$what" . ($stream ? ' (stream)' : '');
 
-    my $r = chat($port, $route, stream => $stream);
+    my $r = chat($t, $route, port => $port, stream => $stream);
     is($r->{status}, 200, "$name: 200") or diag($r->{body});
     if ($stream) {
         is($r->{text}, 'echo: fall back', "$name: backup's stream");
@@ -341,13 +339,9 @@ for my $f (@invalid) {
 # what $llm_attempts said for them (provider:model result time), from
 # the access log of the first round
 my %attempts;
-{
-    my $log = $t->read_file('llm0.log');
-    for my $f (@faults) {
-        my ($n, $p, $m) = @$f;
-        my ($line) = grep { /^\Q$p:$m-j\E / } split /\n/, $log;
-        $attempts{$n} = (split /\|/, $line // '')[0] // '';
-    }
+for my $f (@faults) {
+    my ($n, $p, $m) = @$f;
+    $attempts{$n} = logged(0, qr/^\Q$p:$m-j\E /)->[0] // '';
 }
 
 like($attempts{500}, qr/^f:fault-500-j 500 \d+ms, ok:good 200 \d+ms$/,
@@ -366,8 +360,7 @@ like($attempts{drop}, qr/^f:fault-drop-j broken \d+ms, ok:good 200 \d+ms$/,
     '$llm_attempts: an answer broken off');
 
 {
-    my $log = $t->read_file('llm2.log');
-    my ($line) = grep { /^f:fault-garbage-ij / } split /\n/, $log;
+    my $line = log_line($t, 'llm2.log', qr/^f:fault-garbage-ij /);
     like($line // '', qr/^f:fault-garbage-ij invalid \d+ms, ok:good 200 \d+ms\|200\|ok\|good$/,
         '$llm_attempts: invalid, then the backup');
 }
@@ -388,7 +381,7 @@ like($attempts{drop}, qr/^f:fault-drop-j broken \d+ms, ok:good 200 \d+ms$/,
 
 for my $s (0, 1) {
     my $name = 'garbage, default conditions' . ($s ? ' (stream)' : '');
-    my $r = chat(0, 'g-garbage-' . tag($s), stream => $s);
+    my $r = chat($t, 'g-garbage-' . tag($s), stream => $s);
     is($r->{status}, 502, "$name: 502");
     is($r->{json}{error}{code}, 'invalid_response', "$name: invalid_response")
         or diag($r->{body});
@@ -401,7 +394,7 @@ for my $s (0, 1) {
 # cross-format fallback: the body is rebuilt for each target
 
 {
-    my $r = chat(0, 'cf');
+    my $r = chat($t, 'cf');
     is($r->{status}, 200, 'anthropic -> gemini -> openai: 200')
         or diag($r->{body});
     is($r->{json}{choices}[0]{message}{content}, 'echo: fall back',
@@ -443,7 +436,7 @@ for my $s (0, 1) {
         && !exists $q[2]{headers}{'x-api-key'},
         'openai backup without key_file: no auth header');
 
-    $r = chat(0, 'cf2');
+    $r = chat($t, 'cf2');
     is($r->{status}, 200, 'anthropic 529 -> gemini: 200');
     is($r->{headers}{'x-llm-provider'}, 'gem', 'anthropic 529 -> gemini');
     is($r->{headers}{'x-llm-model'}, 'gemini-2.0-flash',
@@ -453,7 +446,7 @@ for my $s (0, 1) {
     is(seen(), 'anthropic:fault-529-cf2 gemini:gemini-2.0-flash',
         'anthropic 529 -> gemini: one request each');
 
-    $r = chat(0, 'cf3', stream => 1);
+    $r = chat($t, 'cf3', stream => 1);
     is($r->{text}, 'echo: fall back', 'anthropic -> gemini stream');
     ok($r->{done} && $r->{clean}, 'anthropic -> gemini stream: complete');
     my @q3 = @{ mock_requests($t) };
@@ -467,7 +460,7 @@ for my $s (0, 1) {
 # llm_fallback off: the first failure comes back as it is
 
 {
-    my $r = chat(1, 'off-500');
+    my $r = chat($t, 'off-500', port => 1);
     is($r->{status}, 500, 'off: provider status 500');
     is(ref $r->{json}{error}, 'HASH', 'off: OpenAI-shaped error')
         or diag($r->{body});
@@ -479,7 +472,7 @@ for my $s (0, 1) {
     is($r->{headers}{'x-llm-provider'}, 'f', 'off: x-llm-provider');
     is(seen(), 'openai:fault-500-off', 'off: backup not asked');
 
-    $r = chat(1, 'off-429');
+    $r = chat($t, 'off-429', port => 1);
     is($r->{status}, 429, 'off: 429 as it is');
     is($r->{json}{error}{code}, 'rate_limit_exceeded', 'off: 429 code');
     is($r->{headers}{'retry-after'}, '1', "off: the provider's Retry-After");
@@ -487,35 +480,47 @@ for my $s (0, 1) {
         "off: the provider's x-ratelimit-* headers");
     is(seen(), 'openai:fault-429-off', 'off: one request for 429');
 
-    $r = chat(1, 'off-503s', stream => 1);
+    $r = chat($t, 'off-503s', port => 1, stream => 1);
     is($r->{status}, 503, 'off, stream: 503');
     like($r->{headers}{'content-type'} // '', qr{^application/json},
         'off, stream: a JSON error, not a stream');
     is(ref $r->{json}{error}, 'HASH', 'off, stream: OpenAI error');
     is(seen(), 'openai:fault-503-offs', 'off, stream: one request');
+
+    # a target with max_fails=0
+    $r = chat($t, 'x', port => 1);
+    is($r->{status}, 500, 'off: the 500 comes back');
+    ok(ref $r->{json}{error} eq 'HASH' && $r->{json}{error}{message},
+        'off: OpenAI-shaped') or diag($r->{body});
+    is($r->{headers}{'x-llm-attempts'}, '1', 'off: attempts 1');
+    is(seen(), 'openai:fault-500-s1', 'off: one request');
+
+    $r = chat($t, 'x', port => 1, stream => 1);
+    is($r->{status}, 500, 'off, stream: 500');
+    is(ref $r->{json}{error}, 'HASH', 'off, stream: JSON error');
 }
 
 ###############################################################################
 # llm_fallback_tries 2 over three failing targets; the last one a timeout
 
 {
-    my $r = chat(3, 't3');
+    my $r = chat($t, 't3', port => 3);
     is($r->{status}, 502, 'tries 2: every attempt failed: 502');
     is($r->{headers}{'x-llm-attempts'}, '2', 'tries 2: two attempts');
     is(seen(), 'openai:fault-500-t1 openai:fault-500-t2',
         'tries 2: third target not asked');
     like($r->{json}{error}{message} // '', qr/server had an error/,
         "tries 2: the last provider's message");
-    is(logged(3)->[1], '502', 'tries 2: logged 502');
+    is(logged(3, qr/^f:fault-500-t1 /)->[1], '502', 'tries 2: logged 502');
 
-    $r = chat(3, 't4');
+    $r = chat($t, 't4', port => 3);
     is($r->{status}, 504, 'last attempt timed out: 504');
     is($r->{json}{error}{code}, 'provider_timeout',
         'last attempt timed out: provider_timeout') or diag($r->{body});
     is($r->{headers}{'x-llm-attempts'}, '2', 'timeout: two attempts');
     is(seen(), 'openai:fault-500-t4 openai:fault-hang-t4',
         'timeout: third target (a good one) not asked: tries');
-    like(logged(3)->[0],
+    like(logged(3, qr/^f:fault-500-t4 /)->[0],
         qr/^f:fault-500-t4 500 \d+ms, f:fault-hang-t4 timeout 1\d{3}ms$/,
         'timeout: $llm_attempts');
 }
@@ -525,11 +530,11 @@ for my $s (0, 1) {
 # not cut short
 
 {
-    my $r = chat(0, 'ft0');
+    my $r = chat($t, 'ft0');
     is($r->{status}, 200, 'no fallback timeout: slow 503 falls back');
     is($r->{headers}{'x-llm-attempts'}, '2', 'no fallback timeout: 2');
 
-    $r = chat(4, 'ft');
+    $r = chat($t, 'ft', port => 4);
     is($r->{status}, 503, "fallback timeout: the slow 503 is final");
     is($r->{headers}{'x-llm-attempts'}, '1', 'fallback timeout: one attempt');
     is(seen(), 'openai:fault-slowfail-ft', 'fallback timeout: backup not asked');
@@ -537,7 +542,7 @@ for my $s (0, 1) {
         'fallback timeout: the attempt under way ran to its end');
     cmp_ok($r->{t_total}, '<', 2.5, 'fallback timeout: and no more');
 
-    $r = chat(4, 'ft2');
+    $r = chat($t, 'ft2', port => 4);
     is($r->{status}, 502, 'fallback timeout after the 2nd attempt: 502');
     is($r->{headers}{'x-llm-attempts'}, '2',
         'fallback timeout: second attempt started before the timeout');
@@ -551,7 +556,7 @@ for my $s (0, 1) {
 {
     my ($ok, $one) = (0, 0);
     for (1 .. 4) {
-        my $r = chat(0, 'nu');
+        my $r = chat($t, 'nu');
         $ok++ if $r->{status} == 200
             && ($r->{json}{choices}[0]{message}{content} // '')
                eq 'echo: fall back';
@@ -565,7 +570,7 @@ for my $s (0, 1) {
 
     ($ok, $one) = (0, 0);
     for (1 .. 4) {
-        my $r = chat(0, 'n5');
+        my $r = chat($t, 'n5');
         $ok++ if $r->{status} == 200;
         $one++ if ($r->{headers}{'x-llm-attempts'} // '') eq '1'
             && ($r->{headers}{'x-llm-provider'} // '') eq 'nu5';
@@ -579,7 +584,7 @@ for my $s (0, 1) {
     # without non_idempotent nginx does not resend the POST: the gateway
     # falls back to the next target itself
     my $before = $bad;
-    my $r = chat(0, 'n5p');
+    my $r = chat($t, 'n5p');
     is($r->{status}, 200, 'no non_idempotent: 200 from the backup');
     is($r->{headers}{'x-llm-attempts'}, '2',
         'no non_idempotent: llm_fallback made the second attempt');
@@ -592,7 +597,7 @@ for my $s (0, 1) {
 # a stream broken after its first byte: ended, no fallback
 
 {
-    my $r = chat(0, 'sd', stream => 1);
+    my $r = chat($t, 'sd', stream => 1);
     is($r->{status}, 200, 'stream broken: 200 (already sent)');
     ok($r->{clean}, 'stream broken: chunked body ended cleanly');
     is($r->{data}[-1], '[DONE]', 'stream broken: data: [DONE] last');
@@ -603,8 +608,89 @@ for my $s (0, 1) {
     like($r->{text}, qr/^echo:/, 'stream broken: the first events arrived');
     is($r->{headers}{'x-llm-attempts'}, '1', 'stream broken: one attempt');
     is(seen(), 'openai:fault-drop-sd', 'stream broken: backup not asked');
-    like(logged(0)->[0], qr/^f:fault-drop-sd broken \d+ms$/,
+    like(logged(0, qr/^f:fault-drop-sd /)->[0],
+        qr/^f:fault-drop-sd broken \d+ms$/,
         'stream broken: attempt recorded as broken');
+}
+
+###############################################################################
+# targets with max_fails=0: passive health never skips them, so each
+# request meets the fault; default conditions (error timeout http_429
+# http_5xx)
+
+{
+    # two primaries, no backup: the other primary is the fallback (the
+    # first pick of the round-robin is the first target)
+    my $r = chat($t, 'rr');
+    is($r->{status}, 200, 'x fault:fault-500 ok:good: status');
+    is($r->{headers}{'x-llm-attempts'}, '2',
+        'x fault:fault-500 ok:good: 2 attempts');
+    is(seen(), 'openai:fault-500-s0-rr openai:good',
+        'x fault:fault-500 ok:good: both asked');
+
+    $r = chat($t, 'x');
+    is($r->{status}, 200, '500 then ok: status');
+    is($r->{json}{choices}[0]{message}{content}, 'echo: fall back',
+        '500 then ok: answer from the second target');
+    is($r->{headers}{'x-llm-attempts'}, '2', '500 then ok: x-llm-attempts 2');
+    is($r->{headers}{'x-llm-provider'}, 'ok', '500 then ok: x-llm-provider');
+    is($r->{headers}{'x-llm-model'}, 'good', '500 then ok: x-llm-model');
+    is(seen(), 'openai:fault-500-s0 openai:good',
+        '500 then ok: provider saw both');
+
+    $r = chat($t, 'x', stream => 1);
+    is($r->{status}, 200, 'stream 500 then ok: status');
+    is($r->{text}, 'echo: fall back', 'stream 500 then ok: text');
+    ok($r->{done} && $r->{clean}, 'stream 500 then ok: complete');
+    is($r->{headers}{'x-llm-attempts'}, '2', 'stream: x-llm-attempts 2');
+    is(seen(), 'openai:fault-500-s0 openai:good', 'stream: provider saw both');
+    ok(!(grep { ref $_->{error} } @{ $r->{chunks} }),
+        'stream: nothing of the failed attempt leaks');
+
+    $r = chat($t, 'y');
+    is($r->{status}, 200, '429 then ok');
+    is($r->{headers}{'x-llm-attempts'}, '2', '429: attempts 2');
+
+    $r = chat($t, 'z');
+    is($r->{status}, 200, 'reset then ok');
+    is($r->{headers}{'x-llm-attempts'}, '2', 'reset: attempts 2');
+
+    $r = chat($t, 'v');
+    is($r->{status}, 200, '503 then ok');
+    is($r->{headers}{'x-llm-attempts'}, '2', '503: attempts 2');
+
+    $r = chat($t, 'w');
+    is($r->{status}, 401, '401 is not a fallback condition');
+    is($r->{headers}{'x-llm-attempts'}, '1', '401: attempts 1');
+    is(seen(), 'openai:fault-401-s0', '401: second target not tried');
+
+    # docs/directives.md (llm_fallback) and DESIGN.md: 502 (504 after a
+    # timeout) when several attempts failed, with the last attempt's error
+    # body
+    $r = chat($t, 'all');
+    is($r->{status}, 502, 'every target failed: 502')
+        or diag($r->{body});
+    like($r->{json}{error}{message} // '', qr/server had an error/,
+        'every target failed: the last error message');
+    ok(ref $r->{json}{error} eq 'HASH' && $r->{json}{error}{message},
+        'every target failed: OpenAI error') or diag($r->{body});
+    is($r->{headers}{'x-llm-attempts'}, '2',
+        'every target failed: attempts 2');
+    is(seen(), 'openai:fault-500-s0-a openai:fault-500-s0-b',
+        'every target failed: both tried');
+}
+
+###############################################################################
+# llm_fallback http_429 only
+
+{
+    my $r = chat($t, 'y', port => 6);
+    is($r->{status}, 200, 'http_429: 429 falls back');
+    is(seen(), 'openai:fault-429-s6 openai:good',
+        'http_429: both tried for 429');
+    $r = chat($t, 'x', port => 6);
+    is($r->{status}, 500, 'http_429: 500 does not');
+    is(seen(), 'openai:fault-500-s6', 'http_429: one request for 500');
 }
 
 ###############################################################################
@@ -618,28 +704,12 @@ SKIP: {
 
     mock_reset($t);
     my $base = 'http://127.0.0.1:' . $t->port(0) . '/v1';
-    my @out = `node '$sdk/run.mjs' '$base' sdk-fb emb-fb 2>&1`;
-    my $rc = $? >> 8;
-    my ($plan, $seen) = (undef, 0);
-    for my $l (@out) {
-        chomp $l;
-        if ($l =~ /^(not )?ok (\d+) - (.*?)(?: # SKIP (.*))?$/) {
-            my ($not, $name) = ($1, $3);
-            $seen++;
-            my $why;
-            ($name, $why) = split /: /, $name, 2 if $not;
-            ok(!$not, "sdk, failing primary: $name")
-                or diag("sdk: $name: $why");
-        } elsif ($l =~ /^1\.\.(\d+)$/) {
-            $plan = $1;
-        } else {
-            diag("sdk: $l");
-        }
-    }
+    my ($rc, $plan, $seen) = sdk_run($sdk, 'sdk, failing primary', $base,
+        'sdk-fb', 'emb-fb');
     ok($rc == 0 && defined $plan && $plan == $seen && $seen >= 8,
         'sdk: run.mjs ran every check') or diag("exit $rc");
 
-    my @s = seen_list();
+    my @s = asked($t, format => 1);
     my $primary = grep { /^openai:fault-500-s(dk|emb)$/ } @s;
     my $backup = grep { /^openai:(gpt-4o|text-embedding-3-small)$/ } @s;
     cmp_ok($primary, '>=', 6, 'sdk: the primary was asked every time');

@@ -11,6 +11,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -35,25 +36,16 @@ http {
 EOF
 $t->run;
 
-my $p = $t->port(0);
 my $T = JSON::PP::true;
 my %client = ('Authorization' => 'Bearer sk-client-secret',
     'Cookie' => 'a=b');
+chat_defaults($t, headers => \%client);
 
 my $tools = [{ type => 'function', function => { name => 'get_weather',
     description => 'Weather of a city',
     parameters => { type => 'object',
         properties => { city => { type => 'string' } },
         required => ['city'] } } }];
-
-sub chat {
-    return http($t, $p, 'POST', '/v1/chat/completions', \%client, $_[0]);
-}
-
-sub stream {
-    return http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-        { %{ $_[0] }, stream => $T });
-}
 
 sub parts_text {
     my ($c) = @_;
@@ -63,7 +55,7 @@ sub parts_text {
 ###############################################################################
 # request translation
 
-my $r = chat({
+my $r = chat($t, {
     model => 'gem',
     temperature => 0.3,
     top_p => 0.9,
@@ -138,7 +130,7 @@ is($r->{headers}{'x-llm-model'}, 'gemini-2.0-flash', 'x-llm-model');
 ###############################################################################
 # function call answer
 
-$r = chat({ model => 'gem', tools => $tools,
+$r = chat($t, { model => 'gem', tools => $tools,
     messages => [{ role => 'user', content => 'Rome' }] });
 my $msg = $r->{json}{choices}[0]{message} // {};
 is($r->{json}{choices}[0]{finish_reason}, 'tool_calls',
@@ -153,7 +145,7 @@ is_deeply(json_decode($tc->{function}{arguments} // ''), { q => 'Rome' },
 ###############################################################################
 # streaming
 
-$r = stream({ model => 'gem',
+$r = stream($t, { model => 'gem',
     messages => [{ role => 'user', content => 'stream this please' }] });
 is($r->{status}, 200, 'stream status');
 like($r->{headers}{'content-type'}, qr{^text/event-stream}, 'stream type');
@@ -172,7 +164,8 @@ my %ids = map { ($_->{id} // '') => 1 } @{ $r->{chunks} };
 is(scalar keys %ids, 1, 'one id across chunks');
 ok(!(grep { /\r/ } @{ $r->{data} }), 'no CR in the client stream data');
 
-$r = stream({ model => 'gem', stream_options => { include_usage => $T },
+$r = stream($t, { model => 'gem',
+    stream_options => { include_usage => $T },
     messages => [{ role => 'user', content => 'count me' }] });
 my @u = grep { ref $_->{usage} } @{ $r->{chunks} };
 is(scalar @u, 1, 'stream usage chunk');
@@ -180,7 +173,7 @@ ok(@u && $u[0]{usage}{prompt_tokens} == 2
     && $u[0]{usage}{completion_tokens} == 3,
     'stream usage from the last usageMetadata') or diag(json_encode(\@u));
 
-$r = stream({ model => 'gem', tools => $tools,
+$r = stream($t, { model => 'gem', tools => $tools,
     messages => [{ role => 'user', content => 'Oslo' }] });
 my @td = map { @{ $_->{choices}[0]{delta}{tool_calls} // [] } }
     grep { @{ $_->{choices} // [] } } @{ $r->{chunks} };
@@ -195,7 +188,7 @@ ok((grep { ($_->{choices}[0]{finish_reason} // '') eq 'tool_calls' }
 ok($r->{done} && $r->{clean}, 'tool stream [DONE], clean');
 
 # drip: CRLF framing split across reads
-$r = stream({ model => 'gem-drip',
+$r = stream($t, { model => 'gem-drip',
     messages => [{ role => 'user', content => 'one byte at a time' }] });
 is($r->{text}, 'echo: one byte at a time', 'drip stream text');
 ok($r->{done} && $r->{clean}, 'drip stream [DONE], clean');
@@ -203,8 +196,8 @@ ok($r->{done} && $r->{clean}, 'drip stream [DONE], clean');
 ###############################################################################
 # embeddings
 
-$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
-    { model => 'gem-emb', input => 'single text' });
+$r = post($t, { model => 'gem-emb', input => 'single text' },
+    uri => '/v1/embeddings');
 is($r->{status}, 200, 'embedding status') or diag($r->{body});
 is(scalar @{ $r->{json}{data} // [] }, 1, 'one embedding');
 is(scalar @{ $r->{json}{data}[0]{embedding} // [] }, 16, 'values');
@@ -213,8 +206,8 @@ like($q->{path}, qr{^/v1beta/models/text-embedding-004:(?:embedContent|batchEmbe
     'embed path');
 is($q->{headers}{'x-goog-api-key'}, $KEY, 'embed key');
 
-$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
-    { model => 'gem-emb', input => ['first', 'second'] });
+$r = post($t, { model => 'gem-emb', input => ['first', 'second'] },
+    uri => '/v1/embeddings');
 is($r->{status}, 200, 'batch status') or diag($r->{body});
 is(scalar @{ $r->{json}{data} // [] }, 2, 'two embeddings');
 is($r->{json}{data}[1]{index}, 1, 'index');
@@ -227,8 +220,8 @@ is($q->{json}{requests}[1]{content}{parts}[0]{text}, 'second',
     'batch request content');
 
 # base64, as the OpenAI SDKs ask by default
-$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
-    { model => 'gem-emb', input => 'b64', encoding_format => 'base64' });
+$r = post($t, { model => 'gem-emb', input => 'b64',
+    encoding_format => 'base64' }, uri => '/v1/embeddings');
 my $e = $r->{json}{data}[0]{embedding};
 ok(defined $e && !ref $e && length($e) == 88,
     'encoding_format base64 honoured (16 floats)') or diag($r->{body});
@@ -236,7 +229,7 @@ ok(defined $e && !ref $e && length($e) == 88,
 ###############################################################################
 # errors
 
-$r = chat({ model => 'gem-503',
+$r = chat($t, { model => 'gem-503',
     messages => [{ role => 'user', content => 'x' }] });
 is($r->{status}, 503, 'UNAVAILABLE -> 503');
 ok($r->{json}{error}{message} && $r->{json}{error}{type},

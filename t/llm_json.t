@@ -11,6 +11,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -35,19 +36,11 @@ EOF
     . "    }\n}\n");
 $t->run;
 
-my $p = $t->port(0);
-my %h = ('Content-Type' => 'application/json');
-
-sub raw {
-    my ($body) = @_;
-    return http($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
-}
-
+# a body refused: 400 with this error code
 sub bad {
     my ($body, $code, $name) = @_;
-    my $r = raw($body);
-    is($r->{status}, 400, "$name: 400");
-    is(($r->{json} // {})->{error}{code}, $code, "$name: $code");
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    refused(post($t, $body), $code, $name);
 }
 
 my $msgs = '"messages":[{"role":"user","content":"hi"}]';
@@ -77,19 +70,19 @@ bad('{"model":null,' . $msgs . '}', 'missing_required_parameter',
     'model null');
 
 # a deep but acceptable document passes
-my $r = raw('{"model":"gpt-4o","tools":[{"type":"function","function":'
+my $r = post($t, '{"model":"gpt-4o","tools":[{"type":"function","function":'
     . '{"name":"f","parameters":{"type":"object","x":' . ('[' x 100)
     . (']' x 100) . '}}}],' . $msgs . '}');
 is($r->{status}, 200, 'nesting 100: accepted') or diag($r->{body});
 
 # escapes in the model name are read as JSON strings
-$r = raw('{"model":"gpt\\u002d4o",' . $msgs . '}');
+$r = post($t, '{"model":"gpt\\u002d4o",' . $msgs . '}');
 is($r->{status}, 200, 'escaped model name: routed');
 is($r->{headers}{'x-llm-model'}, 'good', 'escaped model name: its route');
 
 # a target model that needs escaping is written as a JSON string
 mock_reset($t);
-$r = raw('{"model":"we\\"ird",' . $msgs . '}');
+$r = post($t, '{"model":"we\\"ird",' . $msgs . '}');
 is($r->{headers}{'x-llm-model'}, 'q"uote', 'quote in names: route found');
 my $q = mock_last($t);
 is($q->{json}{model}, 'q"uote', 'quote in names: provider got valid JSON');
@@ -98,14 +91,14 @@ is($q->{json}{model}, 'q"uote', 'quote in names: provider got valid JSON');
 mock_reset($t);
 my $body = '{ "model" : "free-model" , "temperature":0.5,'
     . '"messages":[{"role":"user","content":"caf\u00e9 \\u00e9 \\n"}]}';
-$r = raw($body);
+$r = post($t, $body);
 is($r->{status}, 200, 'catch-all: 200');
 $q = mock_last($t);
 is($q->{body}, $body, 'catch-all: body unchanged');
 
 # streams: stream_options is added, or replaced when the client sent it
 mock_reset($t);
-$r = raw('{"stream":true,"model":"gpt-4o",' . $msgs . '}');
+$r = post($t, '{"stream":true,"model":"gpt-4o",' . $msgs . '}');
 $q = mock_last($t);
 is_deeply($q->{json}{stream_options}, { include_usage => JSON::PP::true },
     'stream: stream_options added');
@@ -114,7 +107,7 @@ unlike($r->{body}, qr/"choices":\[\]/, 'stream: no usage chunk unasked');
 like($r->{body}, qr/data: \[DONE\]\n\n$/, 'stream: [DONE]');
 
 mock_reset($t);
-$r = raw('{"model":"gpt-4o","stream_options":{"include_usage":true},'
+$r = post($t, '{"model":"gpt-4o","stream_options":{"include_usage":true},'
     . '"stream":true,' . $msgs . '}');
 $q = mock_last($t);
 is_deeply($q->{json}{stream_options}, { include_usage => JSON::PP::true },
@@ -123,7 +116,7 @@ like($r->{body}, qr/"choices":\[\],"usage":\{"prompt_tokens":\d+/,
     'stream: usage chunk when asked');
 
 mock_reset($t);
-$r = raw('{"model":"gpt-4o","stream_options":{"include_usage":false},'
+$r = post($t, '{"model":"gpt-4o","stream_options":{"include_usage":false},'
     . '"stream":true,' . $msgs . '}');
 $q = mock_last($t);
 is_deeply($q->{json}{stream_options}, { include_usage => JSON::PP::true },
@@ -135,9 +128,9 @@ unlike($r->{body}, qr/"choices":\[\]/, 'stream: no usage chunk when false');
 # scanner
 my $tools = '"tools":[{"type":"function","function":{"name":"f",'
     . '"parameters":{"type":"object"}}}]';
-$r = raw(qq({"model":"claude",$tools,$msgs}));
+$r = post($t, qq({"model":"claude",$tools,$msgs}));
 is($r->{status}, 200, 'anthropic target: 200');
-$r = raw(qq({"model":"claude",$tools,)
+$r = post($t, qq({"model":"claude",$tools,)
     . qq("messages":[{"role":"user","content":"\xff"}]}));
 is($r->{status}, 400, 'anthropic target, invalid UTF-8: 400');
 is(($r->{json} // {})->{error}{code}, 'invalid_json',
@@ -192,7 +185,7 @@ for my $model ('gpt-4o', 'claude') {
 
     for my $c (@valid) {
         mock_reset($t);
-        $r = raw(conv($model, $c->[1], $c->[3]));
+        $r = post($t, conv($model, $c->[1], $c->[3]));
         is($r->{status}, 200, "$model, $c->[0]: 200") or diag($r->{body});
         $q = mock_last($t);
         ok((text(($q->{json} // {})->{messages}[0]{content}) // '')
@@ -211,14 +204,14 @@ sub nested {
 }
 
 for my $model ('gpt-4o', 'claude') {
-    $r = raw(nested($model, 2043, ''));
+    $r = post($t, nested($model, 2043, ''));
     is($r->{status}, 200, "$model, nesting 2048: accepted")
         or diag($r->{body});
     bad(nested($model, 2043, '1'), 'invalid_json', "$model, nesting 2049");
 }
 
 # a key is read with its escapes
-$r = raw('{"mod\\u0065l":"gpt-4o",' . $msgs . '}');
+$r = post($t, '{"mod\\u0065l":"gpt-4o",' . $msgs . '}');
 is($r->{status}, 200, 'escaped key: 200');
 is($r->{headers}{'x-llm-model'}, 'good', 'escaped key: its route');
 

@@ -13,10 +13,10 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 
-my %h = ('Content-Type' => 'application/json');
 my $T = JSON::PP::true;
 
 my $alone = <<'EOF';
@@ -36,8 +36,7 @@ like($out, qr/unknown directive "llm_mock"/,
 $t->write_conf("load_module %%MOCK_MODULE%%;\n$alone");
 $t->run;
 
-my $r = http($t, $t->port(2), 'POST', '/v1/chat/completions', \%h,
-    { model => 'm', messages => [{ role => 'user', content => 'Hi' }] });
+my $r = chat($t, 'm', text => 'Hi', port => 2);
 is($r->{status}, 200, 'the mock module alone: 200');
 is($r->{json}{choices}[0]{message}{content},
     'Hello from llm_mock. You said: Hi', 'the mock module alone: content');
@@ -79,22 +78,17 @@ http {
 EOF
 $t->run;
 
-my $p = $t->port(0);
 my $text = "say \"caf\x{e9}\" \\ \t tab \x{1f600} end";
 my $want = "Hello from llm_mock. You said: $text";
 
 for my $model (qw(openai azure anthropic gemini)) {
-    my $body = { model => $model,
-                 messages => [{ role => 'user', content => $text }] };
-
-    $r = http($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
+    $r = chat($t, $model, text => $text);
     is($r->{status}, 200, "$model: 200");
     is($r->{json}{choices}[0]{message}{content}, $want, "$model: content");
     ok($r->{json}{usage}{prompt_tokens} > 0, "$model: usage");
 
-    $body->{stream} = $T;
-    $body->{stream_options} = { include_usage => $T };
-    $r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
+    $r = stream($t, $model, text => $text,
+        body => { stream_options => { include_usage => $T } });
     is($r->{status}, 200, "$model: stream 200");
 
     my ($finish, $usage, $role);

@@ -11,6 +11,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 use IO::Socket::INET;
 use POSIX ();
 
@@ -51,17 +52,12 @@ my %client = (
     'Cookie'        => 'session=client-cookie',
 );
 my $T = JSON::PP::true;
-
-sub chat {
-    my ($body, %h) = @_;
-    return http($t, $p, 'POST', '/v1/chat/completions', { %client, %h },
-        $body);
-}
+chat_defaults($t, headers => \%client);
 
 ###############################################################################
 # non-stream chat
 
-my $r = chat({ model => 'gpt-4o', temperature => 0.2,
+my $r = chat($t, { model => 'gpt-4o', temperature => 0.2,
     messages => [{ role => 'system', content => 'Be brief.' },
                  { role => 'user', content => 'hello gateway' }] });
 
@@ -94,9 +90,8 @@ is($q->{json}{messages}[0]{content}, 'Be brief.', 'provider: messages');
 ###############################################################################
 # stream without usage
 
-$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-    { model => 'gpt-4o', stream => $T,
-      messages => [{ role => 'user', content => 'stream me now please' }] });
+$r = stream($t, { model => 'gpt-4o',
+    messages => [{ role => 'user', content => 'stream me now please' }] });
 
 is($r->{status}, 200, 'stream status');
 like($r->{headers}{'content-type'}, qr{^text/event-stream},
@@ -120,10 +115,9 @@ ok(!(grep { ($_->{object} // '') ne 'chat.completion.chunk' }
 ###############################################################################
 # stream with include_usage
 
-$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-    { model => 'gpt-4o', stream => $T,
-      stream_options => { include_usage => $T },
-      messages => [{ role => 'user', content => 'count tokens' }] });
+$r = stream($t, { model => 'gpt-4o',
+    stream_options => { include_usage => $T },
+    messages => [{ role => 'user', content => 'count tokens' }] });
 
 is($r->{text}, 'echo: count tokens', 'usage stream text');
 my @u = grep { ref $_->{usage} } @{ $r->{chunks} };
@@ -138,8 +132,8 @@ ok($r->{done} && $r->{clean}, 'usage stream: [DONE], clean end');
 ###############################################################################
 # embeddings
 
-$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
-    { model => 'text-embedding-3-small', input => ['one', 'two words'] });
+$r = post($t, { model => 'text-embedding-3-small',
+    input => ['one', 'two words'] }, uri => '/v1/embeddings');
 is($r->{status}, 200, 'embeddings status');
 is($r->{json}{object}, 'list', 'embeddings object');
 is(scalar @{ $r->{json}{data} // [] }, 2, 'embeddings: two vectors');
@@ -153,9 +147,8 @@ is($q->{json}{model}, 'text-embedding-3-small', 'embeddings: model kept');
 is_deeply($q->{json}{input}, ['one', 'two words'], 'embeddings: input');
 is($q->{headers}{authorization}, "Bearer $KEY", 'embeddings: our key');
 
-$r = http($t, $p, 'POST', '/v1/embeddings', \%client,
-    { model => 'text-embedding-3-small', input => 'x',
-      encoding_format => 'base64' });
+$r = post($t, { model => 'text-embedding-3-small', input => 'x',
+    encoding_format => 'base64' }, uri => '/v1/embeddings');
 ok(defined $r->{json}{data}[0]{embedding}
     && !ref $r->{json}{data}[0]{embedding},
     'embeddings: base64 passed through');
@@ -177,7 +170,7 @@ is($r->{json}{data}[0]{owned_by}, 'llm-gateway', 'models: owned_by');
 
 my $big = 'word ' x 20000;    # 100 KB
 $big =~ s/ $//;
-$r = chat({ model => 'gpt-4o',
+$r = chat($t, { model => 'gpt-4o',
     messages => [{ role => 'user', content => $big }] });
 is($r->{status}, 200, 'big body status');
 is($r->{json}{choices}[0]{message}{content}, "echo: $big",
@@ -189,9 +182,8 @@ like($t->error_log, qr/client request body is buffered to a temporary file/,
     'the body went through a temp file');
 
 # streamed too
-$r = http_stream($t, $p, 'POST', '/v1/chat/completions', \%client,
-    { model => 'gpt-4o', stream => $T,
-      messages => [{ role => 'user', content => $big }] });
+$r = stream($t, { model => 'gpt-4o',
+    messages => [{ role => 'user', content => $big }] });
 is($r->{text}, "echo: $big", 'big body stream');
 
 ###############################################################################
@@ -201,17 +193,14 @@ my @kids;
 for my $i (1 .. 4) {
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
-        my $r = http_stream($t, $p, 'POST', '/v1/chat/completions', {},
-            { model => 'drip', stream => $T,
-              messages => [{ role => 'user', content => "drip number $i" }] });
+        my $r = stream($t, 'drip', text => "drip number $i",
+            headers => {});
         POSIX::_exit(($r->{text} eq "echo: drip number $i" && $r->{done}
             && $r->{clean}) ? 0 : 1);
     }
     push @kids, $pid;
 }
-$r = http_stream($t, $p, 'POST', '/v1/chat/completions', {},
-    { model => 'drip', stream => $T,
-      messages => [{ role => 'user', content => 'drip main' }] });
+$r = stream($t, 'drip', text => 'drip main', headers => {});
 is($r->{text}, 'echo: drip main', 'drip stream text');
 ok($r->{done} && $r->{clean}, 'drip stream: [DONE], clean');
 is(scalar(grep { $_->{choices}[0]{delta}{role} } @{ $r->{chunks} }), 1,
@@ -223,7 +212,7 @@ for my $k (@kids) {
 }
 is($bad, 0, 'four concurrent drip streams, each its own answer');
 
-$r = chat({ model => 'drip',
+$r = chat($t, { model => 'drip',
     messages => [{ role => 'user', content => 'drip json' }] });
 is($r->{json}{choices}[0]{message}{content}, 'echo: drip json',
     'drip non-stream');
@@ -269,7 +258,7 @@ like($l // '', qr/attempts=openai:gpt-4o-2024-08-06 200 \d+ms /,
     '$llm_attempts lists the attempt');
 
 # $llm_ttft of a provider that answers after 3 s
-$r = chat({ model => 'slow',
+$r = chat($t, { model => 'slow',
     messages => [{ role => 'user', content => 'take your time' }] });
 is($r->{status}, 200, 'slow provider: status');
 $log = $t->wait_for_file('llm.log', qr/model=fault-slow /);
@@ -292,8 +281,7 @@ for my $f (qw(error.log access.log llm.log)) {
 }
 
 # and the gateway does not need the client's key at all
-$r = http($t, $p, 'POST', '/v1/chat/completions', {},
-    { model => 'gpt-4o', messages => [{ role => 'user', content => 'anon' }] });
+$r = chat($t, 'gpt-4o', text => 'anon', headers => {});
 is($r->{status}, 200, 'no client Authorization needed');
 
 $t->done;

@@ -10,6 +10,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -33,35 +34,22 @@ EOF
     . "    }\n}\n");
 $t->run;
 
-my $p = $t->port(0);
-my %h = ('Content-Type' => 'application/json');
-my $T = JSON::PP::true;
-
-sub chat {
-    my ($model, $text, %o) = @_;
-    my $body = { model => $model,
-                 messages => [{ role => 'user', content => $text }] };
-    $body->{stream} = $T if $o{stream};
-    return ($o{stream} ? \&http_stream : \&http)->($t, $p, 'POST',
-        '/v1/chat/completions', \%h, $body);
-}
-
 # small answers pass
-my $r = chat('gpt-4o', 'hi');
+my $r = chat($t, 'gpt-4o', text => 'hi');
 is($r->{status}, 200, 'small answer: 200');
-$r = chat('claude', 'hi', stream => 1);
+$r = chat($t, 'claude', text => 'hi', stream => 1);
 is($r->{status}, 200, 'small stream: 200');
 like($r->{body} // '', qr/data: \[DONE\]/, 'small stream: [DONE]');
 
 # an answer over the limit: 502 invalid_response
-$r = chat('gpt-4o', 'x' x 3000);
+$r = chat($t, 'gpt-4o', text => 'x' x 3000);
 is($r->{status}, 502, 'large answer: 502');
 is(($r->{json} // {})->{error}{code}, 'invalid_response',
     'large answer: invalid_response');
 
 # a stream whose one event is over the limit ends with an error
 for my $model ('gpt-4o', 'claude') {
-    $r = chat($model, 'y' x 3000, stream => 1);
+    $r = chat($t, $model, text => 'y' x 3000, stream => 1);
     my $body = $r->{body} // '';
     ok($r->{status} == 502 || $body =~ /"error"/,
         "$model: large stream event: an error") or diag($body);

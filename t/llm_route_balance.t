@@ -1,9 +1,10 @@
 #!/usr/bin/perl
 
 # Target selection within a route (llm_route): smooth weighted round-robin
-# over the primary targets, backups only when no primary is left, passive
-# health (max_fails / fail_timeout).  One worker, no llm_zone: the state is
-# the worker's own (t/llm_zone.t has two workers sharing a zone).
+# over the primary targets, backups only when no primary is left, the
+# position kept per route of each location.  One worker, no llm_zone: the
+# state is the worker's own (t/llm_zone.t has two workers sharing a zone;
+# passive health and cool-downs: t/llm_health.t).
 #
 # The bound: nginx's smooth weighted round-robin is deterministic, so with
 # weights 3:1 every 4 consecutive picks hold exactly 3 of the first target
@@ -16,8 +17,8 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Time::HiRes qw(sleep);
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -34,9 +35,6 @@ http {
             llm_route  w    p:a weight=3  p:b;
             llm_route  w3   p:x weight=5  p:y  p:z;
             llm_route  bk   p:a2  p:b2  p:c2 backup;
-            llm_route  ph   p:fault-500-ph max_fails=2 fail_timeout=2s
-                            p:good-ph backup;
-            llm_route  dn   p:fault-500-dn;
             llm_route  same p:sa1 weight=3  p:sa2;
         }
 
@@ -48,18 +46,7 @@ http {
 EOF
 $t->run;
 
-my $msgs = [{ role => 'user', content => 'spread' }];
-
-sub chat {
-    my ($model, $prefix) = @_;
-    return http($t, $t->port(0), 'POST',
-        ($prefix // '/v1') . '/chat/completions', {},
-        { model => $model, messages => $msgs });
-}
-
-sub asked {
-    return map { $_->{json}{model} // '?' } @{ mock_requests($t) };
-}
+chat_defaults($t, text => 'spread');
 
 sub count {
     my %c;
@@ -73,13 +60,13 @@ sub count {
 mock_reset($t);
 my $ok = 0;
 for (1 .. 200) {
-    my $r = chat('w');
+    my $r = chat($t, 'w');
     $ok++ if $r->{status} == 200
         && ($r->{headers}{'x-llm-attempts'} // '') eq '1';
 }
 is($ok, 200, 'weighted: 200 answers, one attempt each');
 
-my @seq = asked();
+my @seq = asked($t);
 is_deeply(count(@seq), { a => 150, b => 50 }, 'weighted 3:1: exactly 150/50');
 is(join('', @seq[0 .. 11]), 'aabaaabaaaba', 'weighted 3:1: smooth order');
 my $windows = 0;
@@ -90,8 +77,8 @@ is($windows, 50, 'weighted 3:1: every 4 picks hold 3 a and 1 b');
 
 # nginx's example: weights 5 1 1 give a a b a c a a
 mock_reset($t);
-chat('w3') for 1 .. 70;
-@seq = asked();
+chat($t, 'w3') for 1 .. 70;
+@seq = asked($t);
 is_deeply(count(@seq), { x => 50, y => 10, z => 10 },
     'weighted 5:1:1: exactly 50/10/10');
 is(join('', @seq[0 .. 13]), 'xxyxzxx' x 2, 'weighted 5:1:1: smooth order');
@@ -102,52 +89,12 @@ is(join('', @seq[0 .. 13]), 'xxyxzxx' x 2, 'weighted 5:1:1: smooth order');
 mock_reset($t);
 $ok = 0;
 for (1 .. 20) {
-    my $r = chat('bk');
+    my $r = chat($t, 'bk');
     $ok++ if $r->{status} == 200;
 }
 is($ok, 20, 'backup route: 20 answers');
-is_deeply(count(asked()), { a2 => 10, b2 => 10 },
+is_deeply(count(asked($t)), { a2 => 10, b2 => 10 },
     'healthy primaries: the backup is never asked');
-
-###############################################################################
-# passive health: max_fails=2 fail_timeout=2s
-
-mock_reset($t);
-my $r = chat('ph');
-is($r->{headers}{'x-llm-attempts'}, '2', 'health: 1st failure, fallback');
-$r = chat('ph');
-is($r->{headers}{'x-llm-attempts'}, '2',
-    'health: 2nd failure: still tried after one failure (max_fails=2)');
-is(join(' ', asked()), 'fault-500-ph good-ph fault-500-ph good-ph',
-    'health: two failures reached the provider');
-
-mock_reset($t);
-for (1 .. 3) {
-    $r = chat('ph');
-    is($r->{status}, 200, "health: request $_ after max_fails: 200");
-    is($r->{headers}{'x-llm-attempts'}, '1',
-        "health: request $_ after max_fails: one attempt");
-}
-is(join(' ', asked()), 'good-ph good-ph good-ph',
-    'health: no request reaches the failed target within fail_timeout');
-
-sleep 2.1;
-
-mock_reset($t);
-$r = chat('ph');
-is($r->{headers}{'x-llm-attempts'}, '2',
-    'health: after fail_timeout the target is tried again');
-is(join(' ', asked()), 'fault-500-ph good-ph',
-    'health: after fail_timeout: the provider asked');
-
-# the only target, failed: tried anyway rather than refused
-mock_reset($t);
-$r = chat('dn');
-is($r->{status}, 500, 'single failing target: its error');
-$r = chat('dn');
-is($r->{status}, 500, 'single failing target, marked down: tried anyway');
-is(join(' ', asked()), 'fault-500-dn fault-500-dn',
-    'single failing target: asked both times');
 
 ###############################################################################
 # the round-robin position belongs to the route of its location, as it
@@ -156,10 +103,10 @@ is(join(' ', asked()), 'fault-500-dn fault-500-dn',
 
 mock_reset($t);
 for (1 .. 20) {
-    chat('same', '/v1');
-    chat('same', '/v2');
+    chat($t, 'same');
+    chat($t, 'same', uri => '/v2/chat/completions');
 }
-my $c = count(asked());
+my $c = count(asked($t));
 is_deeply($c, { sa1 => 15, sa2 => 5, sb1 => 5, sb2 => 15 },
     'same route name in two locations: each its own 3:1 spread')
     or diag(join ' ', map { "$_=$c->{$_}" } sort keys %$c);

@@ -10,6 +10,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $sdk = "$FindBin::Bin/sdk";
@@ -83,28 +84,7 @@ my @runs = (
 
 for my $run (@runs) {
     my ($format, $model, $emb) = @$run;
-    my @out = `node '$sdk/run.mjs' '$base' '$model' '$emb' 2>&1`;
-    my $rc = $? >> 8;
-    my ($plan, $seen) = (undef, 0);
-
-    for my $l (@out) {
-        chomp $l;
-        if ($l =~ /^(not )?ok (\d+) - (.*?)(?: # SKIP (.*))?$/) {
-            my ($not, $name, $skip) = ($1, $3, $4);
-            $seen++;
-            my $why;
-            ($name, $why) = split /: /, $name, 2 if $not;
-            SKIP: {
-                skip "$format: $name: $skip", 1 if defined $skip;
-                ok(!$not, "$format: $name") or diag("$format: $name: $why");
-            }
-        } elsif ($l =~ /^1\.\.(\d+)$/) {
-            $plan = $1;
-        } else {
-            diag("$format: $l");
-        }
-    }
-
+    my ($rc, $plan, $seen) = sdk_run($sdk, $format, $base, $model, $emb);
     ok($rc == 0 && defined $plan && $plan == $seen,
         "$format: run.mjs ran every check") or diag("exit $rc");
 }

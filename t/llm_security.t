@@ -13,6 +13,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use LLMGW;
+use LLMGW::Chat;
 
 my $t = LLMGW->new;
 my $mock = $t->run_mock;
@@ -75,31 +76,7 @@ EOF
     . "    }\n}\n");
 $t->run;
 
-my $p = $t->port(0);
-my %h = ('Content-Type' => 'application/json');
 my $msgs = '"messages":[{"role":"user","content":"hi"}]';
-
-sub raw {
-    my ($body, $uri) = @_;
-    return http($t, $p, 'POST', $uri // '/v1/chat/completions', \%h, $body);
-}
-
-sub chat {
-    my ($model, $text, %o) = @_;
-    my $body = { model => $model,
-                 messages => [{ role => 'user', content => $text }] };
-    $body->{stream} = JSON::PP::true if $o{stream};
-    return ($o{stream} ? \&http_stream : \&http)->($t, $p, 'POST',
-        $o{uri} // '/v1/chat/completions', \%h, $body);
-}
-
-sub refused {
-    my ($r, $code, $name) = @_;
-    is($r->{status}, 400, "$name: 400") or diag(substr($r->{raw}, 0, 300));
-    my $e = ($r->{json} // {})->{error} // {};
-    is($e->{code}, $code, "$name: $code");
-    return $e;
-}
 
 # the head of a raw response: no header the client chose, no early end
 sub head_clean {
@@ -132,10 +109,7 @@ for my $case (
 {
     my ($model, $name) = @$case;
     for my $stream (0, 1) {
-        my $body = { model => $model, messages => [{ role => 'user',
-            content => 'hi' }] };
-        $body->{stream} = JSON::PP::true if $stream;
-        my $r = http($t, $p, 'POST', '/v1/chat/completions', \%h, $body);
+        my $r = chat($t, $model, stream => $stream);
         my $n = "model $name" . ($stream ? ', stream' : '');
         my $e = refused($r, 'invalid_value', $n);
         is($e->{param}, 'model', "$n: param model");
@@ -146,17 +120,17 @@ for my $case (
 }
 
 # a NUL as an escape is refused as JSON (jansson refuses it too)
-my $r = raw('{"model":"x\u0000y",' . $msgs . '}');
+my $r = post($t, '{"model":"x\u0000y",' . $msgs . '}');
 is($r->{status}, 400, 'model with \u0000: 400');
 head_clean($r, 'model with \u0000');
 
 # the same names through JSON escapes
-$r = raw('{"model":"x\r\nSet-Cookie: injected=1",' . $msgs . '}');
+$r = post($t, '{"model":"x\r\nSet-Cookie: injected=1",' . $msgs . '}');
 refused($r, 'invalid_value', 'escaped CRLF');
 head_clean($r, 'escaped CRLF');
 
 # a 1.5 MB name: refused, not echoed
-$r = raw('{"model":"' . ('n' x 1_500_000) . '",' . $msgs . '}');
+$r = post($t, '{"model":"' . ('n' x 1_500_000) . '",' . $msgs . '}');
 refused($r, 'invalid_value', '1.5 MB name');
 cmp_ok(length($r->{raw}), '<', 2000, '1.5 MB name: a short answer');
 
@@ -166,7 +140,7 @@ for my $model ('meta-llama/Llama-3.1-8B-Instruct', 'llama3.2:3b-q4_K_M',
     'accounts/fireworks/models/x', 'a..b', 'v0.1', 'm' x 256)
 {
     mock_reset($t);
-    $r = chat($model, 'hi');
+    $r = chat($t, $model);
     is($r->{status}, 200, "model $model: 200");
     is($r->{headers}{'x-llm-model'}, $model, "model $model: header");
     is((mock_last($t) // {})->{json}{model}, $model,
@@ -175,22 +149,22 @@ for my $model ('meta-llama/Llama-3.1-8B-Instruct', 'llama3.2:3b-q4_K_M',
 
 # formats that put the model into the path take fewer names
 mock_reset($t);
-$r = chat('a/b', 'hi', uri => '/azure/chat/completions');
+$r = chat($t, 'a/b', uri => '/azure/chat/completions');
 is($r->{status}, 400, 'azure, slash: 400');
 is(($r->{json} // {})->{error}{param}, 'model', 'azure, slash: param model');
-$r = chat('a:b', 'hi', uri => '/gemini/chat/completions');
+$r = chat($t, 'a:b', uri => '/gemini/chat/completions');
 is($r->{status}, 400, 'gemini, colon: 400');
 is(scalar @{ mock_requests($t) }, 0, 'azure, gemini: nothing sent');
-$r = chat('dep-1.x_y', 'hi', uri => '/azure/chat/completions');
+$r = chat($t, 'dep-1.x_y', uri => '/azure/chat/completions');
 is($r->{status}, 200, 'azure, plain deployment: 200');
 like((mock_last($t) // {})->{url} // '', qr{^/openai/deployments/dep-1\.x_y/},
     'azure, plain deployment: its path');
 
 # 2. no client text forges a log line
 
-$r = chat("x\n2026/01/01 00:00:00 [emerg] 1#1: forged", 'hi');
+$r = chat($t, "x\n2026/01/01 00:00:00 [emerg] 1#1: forged");
 is($r->{status}, 400, 'log forgery: 400');
-$r = chat('no-such"model', 'hi', uri => '/gemini/chat/completions');
+$r = chat($t, 'no-such"model', uri => '/gemini/chat/completions');
 is($r->{status}, 400, 'gemini, quote: 400');
 unlike($t->error_log, qr/^2026\/01\/01|forged/m, 'no forged log line');
 like($t->error_log, qr/invalid model name "no-such\\x22model"/,
@@ -198,23 +172,23 @@ like($t->error_log, qr/invalid model name "no-such\\x22model"/,
 
 # 7. duplicate members the gateway reads are refused
 
-$r = raw('{"model":"gpt-4o","model":"other",' . $msgs . '}');
+$r = post($t, '{"model":"gpt-4o","model":"other",' . $msgs . '}');
 my $e = refused($r, 'duplicate_parameter', 'duplicate model');
 is($e->{param}, 'model', 'duplicate model: param');
-$r = raw('{"model":"gpt-4o",' . $msgs . ',' . $msgs . '}');
+$r = post($t, '{"model":"gpt-4o",' . $msgs . ',' . $msgs . '}');
 $e = refused($r, 'duplicate_parameter', 'duplicate messages');
 is($e->{param}, 'messages', 'duplicate messages: param');
-$r = raw('{"model":"gpt-4o","stream":false,"stream":true,' . $msgs . '}');
+$r = post($t, '{"model":"gpt-4o","stream":false,"stream":true,' . $msgs . '}');
 refused($r, 'duplicate_parameter', 'duplicate stream');
 
 # 9. "stream": null is documented as false
-$r = raw('{"model":"gpt-4o","stream":null,' . $msgs . '}');
+$r = post($t, '{"model":"gpt-4o","stream":null,' . $msgs . '}');
 is($r->{status}, 200, 'stream null: 200');
 like($r->{headers}{'content-type'} // '', qr{application/json},
     'stream null: not a stream');
 
 # a duplicate inside a message is the provider's business
-$r = raw('{"model":"gpt-4o","messages":[{"role":"user","role":"user",'
+$r = post($t, '{"model":"gpt-4o","messages":[{"role":"user","role":"user",'
     . '"content":"hi"}]}');
 is($r->{status}, 200, 'duplicate inside a message: passed on');
 
@@ -223,7 +197,7 @@ is($r->{status}, 200, 'duplicate inside a message: passed on');
 
 for my $model ('gpt-4o', 'claude', 'gemini', 'az') {
     mock_reset($t);
-    $r = chat($model, 'x' x (2 * 1024 * 1024));
+    $r = chat($t, $model, text => 'x' x (2 * 1024 * 1024));
     is($r->{status}, 200, "$model: 2 MB body: 200")
         or diag(substr($r->{raw}, 0, 300));
     cmp_ok(length((mock_last($t) // {})->{body} // ''), '>', 2 * 1024 * 1024,
@@ -236,17 +210,17 @@ for my $model ('gpt-4o', 'claude', 'gemini', 'az') {
 my @turns = map { { role => $_ % 2 ? 'assistant' : 'user', content => 'hi' } }
     0 .. 24_000;
 mock_reset($t);
-$r = http($t, $p, 'POST', '/small/chat/completions', \%h,
-    { model => 'claude', temperature => 0.5, messages => \@turns,
-      tools => [{ type => 'function', function => { name => 'f',
-          parameters => { type => 'object' } } }] });
+$r = chat($t, 'claude', messages => \@turns, uri => '/small/chat/completions',
+    body => { temperature => 0.5, tools => [{ type => 'function',
+        function => { name => 'f', parameters => { type => 'object' } } }] });
 is($r->{status}, 200, 'anthropic, grown past 1m by translation: 200')
     or diag(substr($r->{raw}, 0, 300));
 cmp_ok(length((mock_last($t) // {})->{body} // ''), '>', 1024 * 1024,
     'anthropic, grown past 1m by translation: the provider got it');
 
 # the gateway location's own limit still applies, as JSON
-$r = chat('gpt-4o', 'x' x (1100 * 1024), uri => '/small/chat/completions');
+$r = chat($t, 'gpt-4o', text => 'x' x (1100 * 1024),
+    uri => '/small/chat/completions');
 is($r->{status}, 413, 'over the gateway limit: 413');
 is(($r->{json} // {})->{error}{code}, 'request_too_large',
     'over the gateway limit: request_too_large');
@@ -254,7 +228,7 @@ is(($r->{json} // {})->{error}{code}, 'request_too_large',
 # 5. the key never comes back from a provider
 
 for my $model ('echokey', 'echokey-anthropic') {
-    $r = chat($model, 'hi');
+    $r = chat($t, $model);
     is($r->{status}, 401, "$model: the provider's 401")
         or diag(substr($r->{raw}, 0, 300));
     unlike($r->{raw}, qr/\Q$KEY\E/, "$model: no key in the error");
@@ -262,12 +236,12 @@ for my $model ('echokey', 'echokey-anthropic') {
 }
 
 for my $model ('gpt-4o', 'claude', 'gemini', 'az') {
-    $r = chat($model, 'say __echo_key__');
+    $r = chat($t, $model, text => 'say __echo_key__');
     is($r->{status}, 200, "$model: key in the answer: 200");
     unlike($r->{raw}, qr/\Q$KEY\E/, "$model: key in the answer: redacted");
     like($r->{body}, qr/\[redacted\]/, "$model: key in the answer: marked");
 
-    $r = chat($model, 'say __echo_key__', stream => 1);
+    $r = chat($t, $model, text => 'say __echo_key__', stream => 1);
     unlike($r->{raw}, qr/\Q$KEY\E/, "$model: key in a stream: redacted");
     like($r->{text} // '', qr/\[redacted\]/, "$model: key in a stream: marked");
 }
@@ -275,13 +249,13 @@ for my $model ('gpt-4o', 'claude', 'gemini', 'az') {
 # 6. invalid UTF-8 from a provider becomes U+FFFD, in every format
 
 for my $model ('gpt-4o', 'claude', 'gemini', 'az') {
-    $r = chat($model, 'say __bad_utf8__ ok');
+    $r = chat($t, $model, text => 'say __bad_utf8__ ok');
     is($r->{status}, 200, "$model: invalid UTF-8 answer: 200");
     unlike($r->{raw}, qr/\xff\xfe/, "$model: invalid bytes replaced");
     like($r->{body}, qr/\xef\xbf\xbd/, "$model: U+FFFD");
     ok($r->{json}, "$model: the answer is valid JSON");
 
-    $r = chat($model, 'say __bad_utf8__ ok', stream => 1);
+    $r = chat($t, $model, text => 'say __bad_utf8__ ok', stream => 1);
     is($r->{status}, 200, "$model: invalid UTF-8 stream: 200");
     unlike($r->{raw}, qr/\xff\xfe/, "$model: stream: invalid bytes replaced");
     ok($r->{done}, "$model: stream: complete");
@@ -291,13 +265,14 @@ for my $model ('gpt-4o', 'claude', 'gemini', 'az') {
 
 # 8. an oversized answer or stream event says so
 
-$r = chat('gpt-4o', 'x' x (70 * 1024), uri => '/limit/chat/completions');
+$r = chat($t, 'gpt-4o', text => 'x' x (70 * 1024),
+    uri => '/limit/chat/completions');
 is($r->{status}, 502, 'oversized answer: 502');
 like(($r->{json} // {})->{error}{message} // '', qr/llm_max_response_size/,
     'oversized answer: the message names the limit');
 
 for my $model ('gpt-4o', 'claude') {
-    $r = chat($model, 'y' x (70 * 1024), stream => 1,
+    $r = chat($t, $model, text => 'y' x (70 * 1024), stream => 1,
         uri => '/limit/chat/completions');
     my ($err) = grep { $_->{error} } @{ $r->{chunks} // [] };
     $err //= ($r->{json} // {});

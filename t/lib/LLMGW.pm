@@ -19,6 +19,11 @@ package LLMGW;
 #   is($r->{status}, 200);
 #   $t->done;                          # error.log check + done_testing
 #
+#   wait_until { cond } timeout => 5;  # a bounded poll (see below)
+#
+# Requests and checks the test files share (chat, stream, post, asked,
+# log_lines, error_is, refused, ...) are in LLMGW::Chat (t/lib/LLMGW/Chat.pm).
+#
 # write_conf() adds, unless the text has its own: load_module (of the
 # gateway, and of the mock module too if the text uses llm_mock), daemon on,
 # worker_processes 1, pid, error_log <dir>/error.log info, "user root" when
@@ -53,7 +58,7 @@ use JSON::PP;
 use Exporter qw(import);
 
 our @EXPORT = qw(http http_stream json_decode json_encode mock_requests
-    mock_reset mock_last proxy_location sse_parse);
+    mock_reset mock_last proxy_location sse_parse wait_until);
 
 our $REPO = abs_path(dirname(abs_path(__FILE__)) . '/../..');
 
@@ -163,16 +168,36 @@ sub read_file {
 
 sub error_log { $_[0]->read_file('error.log') // '' }
 
-# wait until a file (relative to the test dir) matches a regexp
+# A bounded poll, for a test that waits for a state (a cool-down over, a
+# log line written, a count reached) rather than for time to pass:
+#
+#   wait_until { cond } timeout => 5, interval => 0.05;
+#
+# calls the block at once and then every interval seconds until it returns
+# true or timeout seconds have passed, and returns its last value (false
+# at the deadline: the test's own check then fails and says what).  A wait
+# that must let time pass (a cool-down must NOT have ended yet) stays a
+# sleep, with a comment on its margin.
+sub wait_until(&@) {
+    my ($cond, %o) = @_;
+    my $end = time + ($o{timeout} // 5);
+    while (1) {
+        my $v = $cond->();
+        return $v if $v || time >= $end;
+        sleep($o{interval} // 0.05);
+    }
+}
+
+# wait until a file (relative to the test dir) matches a regexp; returns
+# its content (as it is at the deadline if it never matched)
 sub wait_for_file {
     my ($self, $name, $re, $timeout) = @_;
-    my $end = time + ($timeout // 5);
-    while (time < $end) {
-        my $c = $self->read_file($name);
-        return $c if defined $c && $c =~ $re;
-        sleep 0.05;
-    }
-    return $self->read_file($name);
+    my $c;
+    wait_until(sub {
+        $c = $self->read_file($name);
+        defined $c && $c =~ $re;
+    }, timeout => $timeout // 5);
+    return $c;
 }
 
 
@@ -246,7 +271,9 @@ sub stop_mocks {
 sub mock_requests {
     my ($self, $n) = @_;
     my $r = http($self, $self->mock_port($n), 'GET', '/__requests');
-    return json_decode($r->{body}) // [];
+    # http() has decoded the body already: decoding megabytes twice with
+    # JSON::PP costs seconds
+    return $r->{json} // [];
 }
 
 sub mock_last {
@@ -412,7 +439,10 @@ sub run {
         . $self->error_log;
 
     # workers that die at start leave the ports accepting and nobody
-    # answering: fail now rather than time out on every request
+    # answering: fail now rather than time out on every request.  A time
+    # to let pass, not a state to poll for (what is checked is that no
+    # crash comes within it); a worker that crashes later is still caught:
+    # done() checks error.log, and http() notes a crash when a request fails
     sleep 0.3;
     if ($self->worker_crashed) {
         my @bad = _distinct($self->bad_log_lines);
@@ -447,15 +477,26 @@ sub stop {
     my ($self) = @_;
     my $pid = $self->{pid} or return;
     kill 'QUIT', $pid;
-    my $end = time + 10;
-    while (kill(0, $pid) && time < $end) { sleep 0.02; }
-    if (kill 0, $pid) {
+    wait_until { !_alive($pid) } timeout => 10, interval => 0.02;
+    if (_alive($pid)) {
         Test::More::diag("nginx $pid did not quit, killing");
         kill 'TERM', $pid;
         sleep 1;
-        kill 'KILL', $pid if kill 0, $pid;
+        kill 'KILL', $pid if _alive($pid);
     }
     $self->{pid} = undef;
+}
+
+# a process runs: the nginx master is not our child (daemon on), so once
+# it has exited (after its workers) it may stay a zombie until init reaps
+# it, seconds later on some systems, and kill 0 still finds it
+sub _alive {
+    my ($pid) = @_;
+    return 0 unless kill 0, $pid;
+    open my $fh, '<', "/proc/$pid/stat" or return !-d '/proc/self';
+    my $l = <$fh> // return 0;
+    close $fh;
+    return $l =~ /^\d+ \(.*\) [ZXx] /s ? 0 : 1;
 }
 
 # a worker died (signal): later requests use short timeouts
