@@ -4,19 +4,14 @@
  */
 
 
-#include <ngx_config.h>
-#include <ngx_core.h>
-#include <ngx_http.h>
-#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_driver.h"
 
 
 /* content block indexes beyond this are taken for a broken stream */
 #define NGX_HTTP_LLM_ANTHROPIC_MAX_BLOCKS  4096
 
-
-#define ngx_http_llm_anthropic_eq(s, lit)                                     \
-    ((s)->len == sizeof(lit) - 1                                              \
-     && ngx_strncmp((s)->data, lit, sizeof(lit) - 1) == 0)
+/* Anthropic's "overloaded": no nginx name */
+#define NGX_HTTP_LLM_ANTHROPIC_OVERLOADED  529
 
 
 typedef struct {
@@ -27,25 +22,21 @@ typedef struct {
 
 static ngx_int_t ngx_http_llm_anthropic_build_request(
     ngx_http_llm_call_t *call);
-static ngx_int_t ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call,
-    json_t *body);
 static ngx_int_t ngx_http_llm_anthropic_system(ngx_http_llm_call_t *call,
-    ngx_str_t *system, json_t *content);
-static ngx_int_t ngx_http_llm_anthropic_user(ngx_http_llm_call_t *call,
-    json_t *msg, json_t *blocks);
-static ngx_int_t ngx_http_llm_anthropic_assistant(ngx_http_llm_call_t *call,
-    json_t *msg, json_t *blocks);
+    json_t *body, ngx_str_t *text);
+static ngx_int_t ngx_http_llm_anthropic_tool_use(json_t *blocks,
+    ngx_str_t *id, ngx_str_t *name, json_t *input);
 static ngx_int_t ngx_http_llm_anthropic_tool_result(
-    ngx_http_llm_call_t *call, json_t *msg, json_t *blocks);
+    ngx_http_llm_call_t *call, json_t *messages, size_t n, json_t *blocks);
 static ngx_int_t ngx_http_llm_anthropic_text_block(json_t *blocks,
     u_char *text, size_t len);
 static ngx_int_t ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call,
     json_t *part, json_t *blocks);
 static ngx_int_t ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call,
-    json_t *body);
+    json_t *req, json_t *body);
 static ngx_int_t ngx_http_llm_anthropic_tools(ngx_http_llm_call_t *call,
-    json_t *body);
-static ngx_int_t ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call,
+    json_t *req, json_t *body);
+static ngx_int_t ngx_http_llm_anthropic_tool_choice(json_t *req,
     json_t *body);
 
 static ngx_int_t ngx_http_llm_anthropic_parse_response(
@@ -54,11 +45,19 @@ static json_t *ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call,
     json_t *content);
 static json_t *ngx_http_llm_anthropic_usage(ngx_http_llm_call_t *call,
     json_t *usage);
+static void ngx_http_llm_anthropic_tokens(ngx_http_llm_call_t *call,
+    json_t *usage, ngx_uint_t all);
 static const char *ngx_http_llm_anthropic_finish(ngx_str_t *reason);
 
 static ngx_int_t ngx_http_llm_anthropic_parse_stream_event(
     ngx_http_llm_call_t *call, ngx_str_t *event, ngx_str_t *data);
 static ngx_int_t ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call);
+static void ngx_http_llm_anthropic_write_raw(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o, ngx_int_t max, ngx_str_t *system,
+    ngx_array_t *turns, ngx_str_t *temperature, ngx_str_t *top_p);
+static void ngx_http_llm_anthropic_write_answer(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o, ngx_str_t *id, ngx_str_t *model, ngx_str_t *text,
+    const char *finish, ngx_uint_t cached);
 static ngx_int_t ngx_http_llm_anthropic_meta(ngx_http_llm_call_t *call,
     ngx_str_t *id, ngx_str_t *model, ngx_str_t *reason, const char **finish);
 static ngx_int_t ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call,
@@ -73,8 +72,6 @@ static ngx_int_t ngx_http_llm_anthropic_stream_delta(
     ngx_http_llm_call_t *call, json_t *data);
 static ngx_int_t ngx_http_llm_anthropic_stream_stop(
     ngx_http_llm_call_t *call, json_t *data);
-static ngx_int_t ngx_http_llm_anthropic_stream_error(
-    ngx_http_llm_call_t *call, json_t *data);
 static ngx_int_t ngx_http_llm_anthropic_emit_text(ngx_http_llm_call_t *call,
     ngx_str_t *text);
 static ngx_int_t ngx_http_llm_anthropic_emit_tool(ngx_http_llm_call_t *call,
@@ -82,6 +79,19 @@ static ngx_int_t ngx_http_llm_anthropic_emit_tool(ngx_http_llm_call_t *call,
 
 static void ngx_http_llm_anthropic_map_error(ngx_http_llm_call_t *call,
     ngx_uint_t status, ngx_str_t *body, ngx_http_llm_error_t *err);
+static ngx_msec_t ngx_http_llm_anthropic_pause(ngx_http_llm_call_t *call,
+    ngx_uint_t status, ngx_list_t *headers);
+
+
+static ngx_http_llm_turns_t  ngx_http_llm_anthropic_turns = {
+    .key = "content",
+    .assistant = "assistant",
+    .system = ngx_http_llm_anthropic_system,
+    .text = ngx_http_llm_anthropic_text_block,
+    .image = ngx_http_llm_anthropic_image_block,
+    .tool_call = ngx_http_llm_anthropic_tool_use,
+    .tool_result = ngx_http_llm_anthropic_tool_result
+};
 
 
 static ngx_str_t  ngx_http_llm_anthropic_headers[] = {
@@ -91,23 +101,24 @@ static ngx_str_t  ngx_http_llm_anthropic_headers[] = {
 
 
 ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver = {
-    ngx_string("anthropic"),
-    ngx_string("x-api-key"),
-    ngx_null_string,
-    ngx_http_llm_anthropic_headers,
-    ngx_http_llm_anthropic_build_request,
-    ngx_http_llm_anthropic_parse_response,
-    ngx_http_llm_anthropic_parse_stream_event,
-    ngx_http_llm_anthropic_map_error,
-    ngx_http_llm_anthropic_parse_raw,
-    1
+    .name = ngx_string("anthropic"),
+    .auth_header = ngx_string("x-api-key"),
+    .extra_headers = ngx_http_llm_anthropic_headers,
+    .framing = NGX_HTTP_LLM_FRAMING_SSE,
+    .build_request = ngx_http_llm_anthropic_build_request,
+    .parse_raw = ngx_http_llm_anthropic_parse_raw,
+    .parse_response = ngx_http_llm_anthropic_parse_response,
+    .parse_stream_event = ngx_http_llm_anthropic_parse_stream_event,
+    .map_error = ngx_http_llm_anthropic_map_error,
+    .pause = ngx_http_llm_anthropic_pause,
+    .raw_request = 1
 };
 
 
 static ngx_int_t
 ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
 {
-    json_t     *body;
+    json_t     *req, *body, *turns;
     ngx_int_t   rc;
 
     if (call->endpoint != NGX_HTTP_LLM_CHAT) {
@@ -126,12 +137,9 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
         return rc;
     }
 
-    if (call->request == NULL) {
-        call->request = ngx_http_llm_call_tree(call);
-
-        if (call->request == NULL) {
-            return NGX_ABORT;
-        }
+    req = ngx_http_llm_call_tree(call);
+    if (req == NULL) {
+        return NGX_ABORT;
     }
 
     body = json_object();
@@ -147,14 +155,21 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
         return NGX_ERROR;
     }
 
-    rc = ngx_http_llm_anthropic_messages(call, body);
+    turns = json_array();
+    if (json_object_set_new(body, "messages", turns) != 0) {
+        json_decref(body);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_turns(call, req, body, turns,
+                            &ngx_http_llm_anthropic_turns);
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_anthropic_params(call, body);
+        rc = ngx_http_llm_anthropic_params(call, req, body);
     }
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_anthropic_tools(call, body);
+        rc = ngx_http_llm_anthropic_tools(call, req, body);
     }
 
     if (rc != NGX_OK) {
@@ -178,12 +193,13 @@ ngx_http_llm_anthropic_build_request(ngx_http_llm_call_t *call)
 static ngx_int_t
 ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
 {
-    u_char      *pos, *out, *q, num[32];
-    size_t       len, n;
-    double       temp;
-    ngx_str_t    m[8], msg, f[2], system, temperature;
-    ngx_int_t    max;
-    ngx_uint_t   i, found, prev, count;
+    u_char              *pos, num[32];
+    double               temp;
+    ngx_str_t            m[8], msg, f[2], *turn, system, temperature;
+    ngx_int_t            max;
+    ngx_uint_t           i, found, prev, count, n;
+    ngx_array_t          turns;
+    ngx_http_llm_out_t   o;
 
     static const char  *names[] = {
         "model", "messages", "max_tokens", "max_completion_tokens",
@@ -249,21 +265,19 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
         }
     }
 
-    /* the messages: their texts are copied, so the size is bounded by
-     * the body's plus the framing of each turn */
+    /* the turns: role and content of each, as JSON strings */
 
     if (m[1].len < 2 || m[1].data[0] != '[') {
         return NGX_DECLINED;
     }
 
-    ngx_str_null(&system);
+    if (ngx_array_init(&turns, call->pool, 8, 2 * sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    len = sizeof("{\"model\":\"\",\"max_tokens\":,\"system\":,"
-                 "\"messages\":[],\"temperature\":,\"top_p\":,"
-                 "\"stream\":true}")
-          + call->model.len
-          + ngx_escape_json(NULL, call->model.data, call->model.len)
-          + NGX_INT_T_LEN + temperature.len + m[5].len;
+    ngx_str_null(&system);
 
     pos = NULL;
     prev = 0;
@@ -279,22 +293,21 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
             return NGX_DECLINED;
         }
 
-        if (ngx_http_llm_anthropic_eq(&f[0], "\"system\"")
-            || ngx_http_llm_anthropic_eq(&f[0], "\"developer\""))
+        if (ngx_http_llm_str_is(&f[0], "\"system\"")
+            || ngx_http_llm_str_is(&f[0], "\"developer\""))
         {
             if (system.len) {
                 return NGX_DECLINED;
             }
 
             system = f[1];
-            len += f[1].len;
             continue;
         }
 
-        if (ngx_http_llm_anthropic_eq(&f[0], "\"user\"")) {
+        if (ngx_http_llm_str_is(&f[0], "\"user\"")) {
             n = 1;
 
-        } else if (ngx_http_llm_anthropic_eq(&f[0], "\"assistant\"")) {
+        } else if (ngx_http_llm_str_is(&f[0], "\"assistant\"")) {
             n = 2;
 
         } else {
@@ -306,174 +319,154 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
         }
 
         prev = n;
-        len += sizeof("{\"role\":\"assistant\",\"content\":[{\"type\":"
-                      "\"text\",\"text\":}]},")
-               + f[1].len;
+
+        turn = ngx_array_push(&turns);
+        if (turn == NULL) {
+            return NGX_ERROR;
+        }
+
+        turn[0] = f[0];
+        turn[1] = f[1];
     }
 
     if (prev == 0) {
         return NGX_DECLINED;
     }
 
-    out = ngx_pnalloc(call->pool, len);
-    if (out == NULL) {
+    o.pos = NULL;
+    o.len = 0;
+
+    ngx_http_llm_anthropic_write_raw(call, &o, max, &system, &turns,
+                                     &temperature, &m[5]);
+
+    call->raw_body.data = ngx_http_llm_out_alloc(&o, call->pool);
+    if (call->raw_body.data == NULL) {
         return NGX_ERROR;
     }
 
-    q = ngx_cpymem(out, "{\"model\":\"", sizeof("{\"model\":\"") - 1);
-    q = (u_char *) ngx_escape_json(q, call->model.data, call->model.len);
-    q = ngx_sprintf(q, "\",\"max_tokens\":%i", max);
+    ngx_http_llm_anthropic_write_raw(call, &o, max, &system, &turns,
+                                     &temperature, &m[5]);
 
-    if (system.len) {
-        q = ngx_cpymem(q, ",\"system\":", sizeof(",\"system\":") - 1);
-        q = ngx_cpymem(q, system.data, system.len);
-    }
-
-    q = ngx_cpymem(q, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
-
-    /* the second pass, over what the first one checked */
-
-    pos = NULL;
-    n = 0;
-
-    while (ngx_http_llm_json_next(&m[1], &pos, &msg) == NGX_OK) {
-
-        (void) ngx_http_llm_json_get(msg.data, msg.data + msg.len,
-                                     fields, f);
-
-        if (ngx_http_llm_anthropic_eq(&f[0], "\"system\"")
-            || ngx_http_llm_anthropic_eq(&f[0], "\"developer\""))
-        {
-            continue;
-        }
-
-        if (n++) {
-            *q++ = ',';
-        }
-
-        q = ngx_cpymem(q, "{\"role\":", sizeof("{\"role\":") - 1);
-        q = ngx_cpymem(q, f[0].data, f[0].len);
-        q = ngx_cpymem(q, ",\"content\":[{\"type\":\"text\",\"text\":",
-                       sizeof(",\"content\":[{\"type\":\"text\",\"text\":")
-                       - 1);
-        q = ngx_cpymem(q, f[1].data, f[1].len);
-        q = ngx_cpymem(q, "}]}", 3);
-    }
-
-    *q++ = ']';
-
-    if (temperature.len) {
-        q = ngx_cpymem(q, ",\"temperature\":", sizeof(",\"temperature\":") - 1);
-        q = ngx_cpymem(q, temperature.data, temperature.len);
-    }
-
-    if (m[5].len) {
-        q = ngx_cpymem(q, ",\"top_p\":", sizeof(",\"top_p\":") - 1);
-        q = ngx_cpymem(q, m[5].data, m[5].len);
-    }
-
-    if (call->stream) {
-        q = ngx_cpymem(q, ",\"stream\":true", sizeof(",\"stream\":true") - 1);
-    }
-
-    *q++ = '}';
-
-    call->raw_body.data = out;
-    call->raw_body.len = q - out;
+    call->raw_body.len = o.pos - call->raw_body.data;
 
     return NGX_OK;
 }
 
 
+/* texts and the role are copied as the JSON strings they are */
+
+static void
+ngx_http_llm_anthropic_write_raw(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o, ngx_int_t max, ngx_str_t *system,
+    ngx_array_t *turns, ngx_str_t *temperature, ngx_str_t *top_p)
+{
+    ngx_str_t   *turn;
+    ngx_uint_t   i;
+
+    ngx_http_llm_out_lit(o, "{\"model\":");
+    ngx_http_llm_out_string(o, &call->model);
+    ngx_http_llm_out_lit(o, ",\"max_tokens\":");
+    ngx_http_llm_out_int(o, max);
+
+    if (system->len) {
+        ngx_http_llm_out_lit(o, ",\"system\":");
+        ngx_http_llm_out_str(o, system);
+    }
+
+    ngx_http_llm_out_lit(o, ",\"messages\":[");
+
+    turn = turns->elts;
+
+    for (i = 0; i < turns->nelts; i++) {
+        if (i) {
+            ngx_http_llm_out_lit(o, ",");
+        }
+
+        ngx_http_llm_out_lit(o, "{\"role\":");
+        ngx_http_llm_out_str(o, &turn[2 * i]);
+        ngx_http_llm_out_lit(o, ",\"content\":[{\"type\":\"text\",\"text\":");
+        ngx_http_llm_out_str(o, &turn[2 * i + 1]);
+        ngx_http_llm_out_lit(o, "}]}");
+    }
+
+    ngx_http_llm_out_lit(o, "]");
+
+    if (temperature->len) {
+        ngx_http_llm_out_lit(o, ",\"temperature\":");
+        ngx_http_llm_out_str(o, temperature);
+    }
+
+    if (top_p->len) {
+        ngx_http_llm_out_lit(o, ",\"top_p\":");
+        ngx_http_llm_out_str(o, top_p);
+    }
+
+    if (call->stream) {
+        ngx_http_llm_out_lit(o, ",\"stream\":true");
+    }
+
+    ngx_http_llm_out_lit(o, "}");
+}
+
+
 /*
- * System and developer messages go to the top level "system"; the rest
- * become turns of content blocks, consecutive turns of one role merged,
- * as Anthropic wants user and assistant to alternate.
+ * System and developer messages go to the top level "system", joined;
+ * the rest become turns of content blocks, consecutive turns of one role
+ * merged, as Anthropic wants user and assistant to alternate.
  */
 
 static ngx_int_t
-ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_anthropic_system(ngx_http_llm_call_t *call, json_t *body,
+    ngx_str_t *text)
 {
-    size_t       i;
-    json_t      *messages, *msg, *turns, *blocks;
-    ngx_int_t    rc;
-    ngx_str_t    role, system;
-    const char  *turn_role;
+    u_char     *p;
+    ngx_str_t   system;
 
-    messages = json_object_get(call->request, "messages");
+    ngx_http_llm_json_get_str(body, "system", &system);
 
-    if (!json_is_array(messages)) {
-        ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                      "llm provider \"%V\" (anthropic): no messages",
-                      &call->provider->name);
-        return NGX_DECLINED;
+    if (system.len == 0) {
+        return json_object_set_new(body, "system",
+                                   ngx_http_llm_json_str(text))
+               ? NGX_ERROR : NGX_OK;
     }
 
-    turns = json_array();
-    if (json_object_set_new(body, "messages", turns) != 0) {
+    p = ngx_pnalloc(call->pool, system.len + 2 + text->len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_str_null(&system);
+    system.data = ngx_cpymem(p, system.data, system.len);
+    *system.data++ = '\n';
+    *system.data++ = '\n';
+    ngx_memcpy(system.data, text->data, text->len);
 
-    json_array_foreach(messages, i, msg) {
+    system.len += 2 + text->len;
+    system.data = p;
 
-        ngx_http_llm_json_get_str(msg, "role", &role);
+    return json_object_set_new(body, "system", ngx_http_llm_json_str(&system))
+           ? NGX_ERROR : NGX_OK;
+}
 
-        if (ngx_http_llm_anthropic_eq(&role, "system")
-            || ngx_http_llm_anthropic_eq(&role, "developer"))
-        {
-            rc = ngx_http_llm_anthropic_system(call, &system,
-                                             json_object_get(msg, "content"));
-            if (rc != NGX_OK) {
-                return rc;
-            }
 
-            continue;
-        }
+static ngx_int_t
+ngx_http_llm_anthropic_tool_use(json_t *blocks, ngx_str_t *id,
+    ngx_str_t *name, json_t *input)
+{
+    json_t  *block;
 
-        blocks = json_array();
-        if (blocks == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_llm_anthropic_eq(&role, "user")) {
-            turn_role = "user";
-            rc = ngx_http_llm_anthropic_user(call, msg, blocks);
-
-        } else if (ngx_http_llm_anthropic_eq(&role, "assistant")) {
-            turn_role = "assistant";
-            rc = ngx_http_llm_anthropic_assistant(call, msg, blocks);
-
-        } else if (ngx_http_llm_anthropic_eq(&role, "tool")) {
-            turn_role = "user";
-            rc = ngx_http_llm_anthropic_tool_result(call, msg, blocks);
-
-        } else {
-            ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                          "llm provider \"%V\" (anthropic): message "
-                          "with role \"%V\" ignored",
-                          &call->provider->name,
-                          ngx_http_llm_escape(call->pool, &role, 1));
-            json_decref(blocks);
-            continue;
-        }
-
-        if (rc != NGX_OK) {
-            json_decref(blocks);
-            return rc;
-        }
-
-        if (ngx_http_llm_turn_add(turns, "content", turn_role, blocks)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    block = json_object();
+    if (json_object_set_new(block, "input", input) != 0) {
+        json_decref(block);
+        return NGX_ERROR;
     }
 
-    if (system.len
-        && json_object_set_new(body, "system",
-                               ngx_http_llm_json_str(&system))
+    if (json_array_append_new(blocks, block) != 0) {
+        return NGX_ERROR;
+    }
+
+    if (json_object_set_new(block, "type", json_string("tool_use")) != 0
+        || json_object_set_new(block, "id", ngx_http_llm_json_str(id)) != 0
+        || json_object_set_new(block, "name", ngx_http_llm_json_str(name))
            != 0)
     {
         return NGX_ERROR;
@@ -484,155 +477,13 @@ ngx_http_llm_anthropic_messages(ngx_http_llm_call_t *call, json_t *body)
 
 
 static ngx_int_t
-ngx_http_llm_anthropic_system(ngx_http_llm_call_t *call, ngx_str_t *system,
-    json_t *content)
+ngx_http_llm_anthropic_tool_result(ngx_http_llm_call_t *call,
+    json_t *messages, size_t n, json_t *blocks)
 {
-    u_char     *p;
-    ngx_str_t   text;
-
-    if (ngx_http_llm_content_text(call->pool, content, &text) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (text.len == 0) {
-        return NGX_OK;
-    }
-
-    if (system->len == 0) {
-        *system = text;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(call->pool, system->len + 2 + text.len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    system->data = ngx_cpymem(p, system->data, system->len);
-    *system->data++ = '\n';
-    *system->data++ = '\n';
-    ngx_memcpy(system->data, text.data, text.len);
-
-    system->len += 2 + text.len;
-    system->data = p;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_llm_anthropic_user(ngx_http_llm_call_t *call, json_t *msg,
-    json_t *blocks)
-{
-    size_t      i;
-    json_t     *content, *part;
-    ngx_str_t   type, text;
-
-    content = json_object_get(msg, "content");
-
-    if (json_is_string(content)) {
-        return ngx_http_llm_anthropic_text_block(blocks,
-                                       (u_char *) json_string_value(content),
-                                       json_string_length(content));
-    }
-
-    json_array_foreach(content, i, part) {
-
-        ngx_http_llm_json_get_str(part, "type", &type);
-
-        if (ngx_http_llm_anthropic_eq(&type, "text")) {
-            ngx_http_llm_json_get_str(part, "text", &text);
-
-            if (ngx_http_llm_anthropic_text_block(blocks, text.data, text.len)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_llm_anthropic_eq(&type, "image_url")) {
-
-            if (ngx_http_llm_anthropic_image_block(call, part, blocks)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else {
-            ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                          "llm provider \"%V\" (anthropic): content part "
-                          "\"%V\" ignored", &call->provider->name,
-                          ngx_http_llm_escape(call->pool, &type, 1));
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_llm_anthropic_assistant(ngx_http_llm_call_t *call, json_t *msg,
-    json_t *blocks)
-{
-    size_t      i;
-    json_t     *calls, *tc, *fn, *block;
-    ngx_str_t   text, id, name, args;
-
-    if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
-                                  &text)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_llm_anthropic_text_block(blocks, text.data, text.len)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    calls = json_object_get(msg, "tool_calls");
-
-    json_array_foreach(calls, i, tc) {
-
-        fn = json_object_get(tc, "function");
-
-        ngx_http_llm_json_get_str(tc, "id", &id);
-        ngx_http_llm_json_get_str(fn, "name", &name);
-        ngx_http_llm_json_get_str(fn, "arguments", &args);
-
-        block = json_object();
-        if (json_object_set_new(block, "input", ngx_http_llm_tool_args(&args))
-            != 0)
-        {
-            json_decref(block);
-            return NGX_ERROR;
-        }
-
-        if (json_array_append_new(blocks, block) != 0) {
-            return NGX_ERROR;
-        }
-
-        if (json_object_set_new(block, "type", json_string("tool_use")) != 0
-            || json_object_set_new(block, "id", ngx_http_llm_json_str(&id))
-               != 0
-            || json_object_set_new(block, "name",
-                                   ngx_http_llm_json_str(&name))
-               != 0)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_llm_anthropic_tool_result(ngx_http_llm_call_t *call, json_t *msg,
-    json_t *blocks)
-{
-    json_t     *block;
+    json_t     *msg, *block;
     ngx_str_t   id, text;
+
+    msg = json_array_get(messages, n);
 
     ngx_http_llm_json_get_str(msg, "tool_call_id", &id);
 
@@ -750,25 +601,21 @@ ngx_http_llm_anthropic_image_block(ngx_http_llm_call_t *call, json_t *part,
 
 
 static ngx_int_t
-ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *req,
+    json_t *body)
 {
-    size_t      i;
     double      temp;
-    json_t     *req, *v, *stop, *s, *meta;
+    json_t     *v, *stop, *meta;
     ngx_str_t   user;
     json_int_t  max;
 
-    req = call->request;
+    max = ngx_http_llm_max_tokens(req);
 
-    v = json_object_get(req, "max_completion_tokens");
-    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-        v = json_object_get(req, "max_tokens");
-    }
-
-    max = (json_is_integer(v) && json_integer_value(v) > 0)
-          ? json_integer_value(v) : NGX_HTTP_LLM_DEFAULT_MAX_TOKENS;
-
-    if (json_object_set_new(body, "max_tokens", json_integer(max)) != 0) {
+    if (json_object_set_new(body, "max_tokens",
+                            json_integer(max ? max
+                                         : NGX_HTTP_LLM_DEFAULT_MAX_TOKENS))
+        != 0)
+    {
         return NGX_ERROR;
     }
 
@@ -797,39 +644,10 @@ ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *body)
         return NGX_ERROR;
     }
 
-    v = json_object_get(req, "stop");
-
-    if (json_is_string(v) || json_is_array(v)) {
-        stop = json_array();
-        if (stop == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (json_is_string(v)) {
-            if (json_string_length(v)
-                && json_array_append(stop, v) != 0)
-            {
-                json_decref(stop);
-                return NGX_ERROR;
-            }
-
-        } else {
-            json_array_foreach(v, i, s) {
-                if (json_is_string(s) && json_string_length(s)
-                    && json_array_append(stop, s) != 0)
-                {
-                    json_decref(stop);
-                    return NGX_ERROR;
-                }
-            }
-        }
-
-        if (json_array_size(stop) == 0) {
-            json_decref(stop);
-
-        } else if (json_object_set_new(body, "stop_sequences", stop) != 0) {
-            return NGX_ERROR;
-        }
+    if (ngx_http_llm_stop(req, &stop) != NGX_OK
+        || (stop && json_object_set_new(body, "stop_sequences", stop) != 0))
+    {
+        return NGX_ERROR;
     }
 
     if (call->stream
@@ -856,115 +674,69 @@ ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *body)
 
 
 static ngx_int_t
-ngx_http_llm_anthropic_tools(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_anthropic_tools(ngx_http_llm_call_t *call, json_t *req,
+    json_t *body)
 {
-    size_t      i;
-    json_t     *tools, *tool, *fn, *out, *t, *v;
-    ngx_str_t   name;
+    json_t  *tools;
 
-    tools = json_object_get(call->request, "tools");
-
-    if (json_array_size(tools) == 0) {
-        return NGX_OK;
-    }
-
-    out = json_array();
-    if (json_object_set_new(body, "tools", out) != 0) {
+    tools = ngx_http_llm_tools(call, req, "input_schema", 1);
+    if (tools == NULL) {
         return NGX_ERROR;
     }
 
-    json_array_foreach(tools, i, tool) {
-
-        fn = json_object_get(tool, "function");
-        ngx_http_llm_json_get_str(fn, "name", &name);
-
-        if (name.len == 0) {
-            ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                          "llm provider \"%V\" (anthropic): tool without "
-                          "function name ignored", &call->provider->name);
-            continue;
-        }
-
-        t = json_object();
-        if (json_array_append_new(out, t) != 0
-            || json_object_set_new(t, "name", ngx_http_llm_json_str(&name))
-               != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        v = json_object_get(fn, "description");
-
-        if (json_is_string(v)
-            && json_object_set(t, "description", v) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        v = json_object_get(fn, "parameters");
-
-        v = json_is_object(v)
-            ? json_deep_copy(v)
-            : json_pack("{s:s, s:{}}", "type", "object", "properties");
-
-        if (json_object_set_new(t, "input_schema", v) != 0) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (json_array_size(out) == 0) {
-        json_object_del(body, "tools");
+    if (json_array_size(tools) == 0) {
+        json_decref(tools);
         return NGX_OK;
     }
 
-    return ngx_http_llm_anthropic_tool_choice(call, body);
+    if (json_object_set_new(body, "tools", tools) != 0) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_anthropic_tool_choice(req, body);
 }
 
 
 static ngx_int_t
-ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_anthropic_tool_choice(json_t *req, json_t *body)
 {
-    json_t     *v, *choice, *parallel;
-    ngx_str_t   mode, name;
+    json_t      *choice, *parallel;
+    ngx_str_t    name;
+    ngx_uint_t   tc;
+    const char  *mode;
 
-    v = json_object_get(call->request, "tool_choice");
-    parallel = json_object_get(call->request, "parallel_tool_calls");
+    tc = ngx_http_llm_tool_choice(req, &name);
+    parallel = json_object_get(req, "parallel_tool_calls");
 
-    ngx_str_null(&name);
+    switch (tc) {
 
-    if (json_is_string(v)) {
-        mode.data = (u_char *) json_string_value(v);
-        mode.len = json_string_length(v);
+    case NGX_HTTP_LLM_TOOLS_REQUIRED:
+        mode = "any";
+        break;
 
-        if (ngx_http_llm_anthropic_eq(&mode, "required")) {
-            ngx_str_set(&mode, "any");
+    case NGX_HTTP_LLM_TOOLS_NONE:
+        mode = "none";
+        break;
 
-        } else if (!ngx_http_llm_anthropic_eq(&mode, "none")) {
-            ngx_str_set(&mode, "auto");
+    case NGX_HTTP_LLM_TOOLS_FUNCTION:
+        mode = "tool";
+        break;
+
+    case NGX_HTTP_LLM_TOOLS_AUTO:
+        mode = "auto";
+        break;
+
+    default:
+        if (!json_is_false(parallel)) {
+            return NGX_OK;
         }
 
-    } else if (json_is_object(v)) {
-        ngx_http_llm_json_get_str(json_object_get(v, "function"), "name",
-                                  &name);
-        if (name.len) {
-            ngx_str_set(&mode, "tool");
-
-        } else {
-            ngx_str_set(&mode, "auto");
-        }
-
-    } else if (json_is_false(parallel)) {
-        ngx_str_set(&mode, "auto");
-
-    } else {
-        return NGX_OK;
+        mode = "auto";
     }
 
     choice = json_object();
     if (json_object_set_new(body, "tool_choice", choice) != 0
-        || json_object_set_new(choice, "type",
-                               ngx_http_llm_json_str(&mode))
-           != 0)
+        || json_object_set_new(choice, "type", json_string(mode)) != 0)
     {
         return NGX_ERROR;
     }
@@ -978,7 +750,7 @@ ngx_http_llm_anthropic_tool_choice(ngx_http_llm_call_t *call, json_t *body)
     }
 
     if (json_is_false(parallel)
-        && !ngx_http_llm_anthropic_eq(&mode, "none")
+        && tc != NGX_HTTP_LLM_TOOLS_NONE
         && json_object_set_new(choice, "disable_parallel_tool_use",
                                json_true())
            != 0)
@@ -1001,7 +773,7 @@ ngx_http_llm_anthropic_parse_response(ngx_http_llm_call_t *call, json_t *in,
     ngx_http_llm_json_get_str(in, "type", &type);
     content = json_object_get(in, "content");
 
-    if (!ngx_http_llm_anthropic_eq(&type, "message")
+    if (!ngx_http_llm_str_is(&type, "message")
         || !json_is_array(content))
     {
         return NGX_DECLINED;
@@ -1092,12 +864,11 @@ ngx_http_llm_anthropic_meta(ngx_http_llm_call_t *call, ngx_str_t *id,
 static ngx_int_t
 ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
 {
-    u_char      *p;
-    size_t       len;
-    ngx_int_t    n[4];
-    ngx_str_t    m[6], block, b[2], u[4], id, model, reason;
-    ngx_uint_t   i;
-    const char  *finish;
+    ngx_int_t            n[4];
+    ngx_str_t            m[6], block, b[2], u[4], id, model, reason;
+    ngx_uint_t           i;
+    const char          *finish;
+    ngx_http_llm_out_t   o;
 
     static const char  *names[] = {
         "type", "id", "model", "content", "stop_reason", "usage", NULL
@@ -1113,12 +884,12 @@ ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
     if (ngx_http_llm_json_get(body->data, body->data + body->len, names,
                               m)
         != NGX_OK
-        || !ngx_http_llm_anthropic_eq(&m[0], "\"message\"")
+        || !ngx_http_llm_str_is(&m[0], "\"message\"")
         || ngx_http_llm_json_only(&m[3], &block) != NGX_OK
         || ngx_http_llm_json_get(block.data, block.data + block.len,
                                  text, b)
            != NGX_OK
-        || !ngx_http_llm_anthropic_eq(&b[0], "\"text\"")
+        || !ngx_http_llm_str_is(&b[0], "\"text\"")
         || b[1].len < 2 || b[1].data[0] != '"'
         || m[5].len == 0 || m[5].data[0] != '{'
         || ngx_http_llm_json_get(m[5].data, m[5].data + m[5].len, usage,
@@ -1155,76 +926,71 @@ ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call, ngx_str_t *body)
         return NGX_ERROR;
     }
 
-    len = sizeof("{\"id\":\"\",\"object\":\"chat.completion\",\"created\":,"
-                 "\"model\":\"\",\"choices\":[{\"index\":0,\"message\":"
-                 "{\"role\":\"assistant\",\"content\":},\"logprobs\":null,"
-                 "\"finish_reason\":\"\"}],\"usage\":{\"prompt_tokens\":,"
-                 "\"completion_tokens\":,\"total_tokens\":,"
-                 "\"prompt_tokens_details\":{\"cached_tokens\":}}}")
-          + id.len + ngx_escape_json(NULL, id.data, id.len)
-          + model.len + ngx_escape_json(NULL, model.data, model.len)
-          + b[1].len + ngx_strlen(finish) + NGX_TIME_T_LEN
-          + 4 * NGX_INT_T_LEN;
+    o.pos = NULL;
+    o.len = 0;
 
-    p = ngx_pnalloc(call->pool, len);
-    if (p == NULL) {
+    ngx_http_llm_anthropic_write_answer(call, &o, &id, &model, &b[1], finish,
+                                        ngx_http_llm_json_int(&u[3]) >= 0);
+
+    call->answer.data = ngx_http_llm_out_alloc(&o, call->pool);
+    if (call->answer.data == NULL) {
         return NGX_ERROR;
     }
 
-    call->answer.data = p;
+    ngx_http_llm_anthropic_write_answer(call, &o, &id, &model, &b[1], finish,
+                                        ngx_http_llm_json_int(&u[3]) >= 0);
 
-    p = ngx_cpymem(p, "{\"id\":\"", sizeof("{\"id\":\"") - 1);
-    p = (u_char *) ngx_escape_json(p, id.data, id.len);
-    p = ngx_sprintf(p, "\",\"object\":\"chat.completion\",\"created\":%T,"
-                       "\"model\":\"", call->created);
-    p = (u_char *) ngx_escape_json(p, model.data, model.len);
-    p = ngx_cpymem(p, "\",\"choices\":[{\"index\":0,\"message\":"
-                      "{\"role\":\"assistant\",\"content\":",
-                   sizeof("\",\"choices\":[{\"index\":0,\"message\":"
-                          "{\"role\":\"assistant\",\"content\":") - 1);
-    p = ngx_cpymem(p, b[1].data, b[1].len);
-    p = ngx_sprintf(p, "},\"logprobs\":null,\"finish_reason\":\"%s\"}],"
-                       "\"usage\":{\"prompt_tokens\":%i,"
-                       "\"completion_tokens\":%i,\"total_tokens\":%i",
-                    finish, call->usage.prompt, call->usage.completion,
-                    call->usage.prompt + call->usage.completion);
-
-    if (ngx_http_llm_json_int(&u[3]) >= 0) {
-        p = ngx_sprintf(p, ",\"prompt_tokens_details\":{\"cached_tokens\":%i}",
-                        call->usage.cached);
-    }
-
-    *p++ = '}';
-    *p++ = '}';
-
-    call->answer.len = p - call->answer.data;
+    call->answer.len = o.pos - call->answer.data;
 
     return NGX_OK;
+}
+
+
+/* text is the block's text, the JSON string it is */
+
+static void
+ngx_http_llm_anthropic_write_answer(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o, ngx_str_t *id, ngx_str_t *model, ngx_str_t *text,
+    const char *finish, ngx_uint_t cached)
+{
+    ngx_http_llm_out_lit(o, "{\"id\":");
+    ngx_http_llm_out_string(o, id);
+    ngx_http_llm_out_lit(o, ",\"object\":\"chat.completion\",\"created\":");
+    ngx_http_llm_out_int(o, call->created);
+    ngx_http_llm_out_lit(o, ",\"model\":");
+    ngx_http_llm_out_string(o, model);
+    ngx_http_llm_out_lit(o, ",\"choices\":[{\"index\":0,\"message\":"
+                            "{\"role\":\"assistant\",\"content\":");
+    ngx_http_llm_out_str(o, text);
+    ngx_http_llm_out_lit(o, "},\"logprobs\":null,\"finish_reason\":\"");
+    ngx_http_llm_out_raw(o, finish, ngx_strlen(finish));
+    ngx_http_llm_out_lit(o, "\"}],\"usage\":{\"prompt_tokens\":");
+    ngx_http_llm_out_int(o, call->usage.prompt);
+    ngx_http_llm_out_lit(o, ",\"completion_tokens\":");
+    ngx_http_llm_out_int(o, call->usage.completion);
+    ngx_http_llm_out_lit(o, ",\"total_tokens\":");
+    ngx_http_llm_out_int(o, call->usage.prompt + call->usage.completion);
+
+    if (cached) {
+        ngx_http_llm_out_lit(o, ",\"prompt_tokens_details\":"
+                                "{\"cached_tokens\":");
+        ngx_http_llm_out_int(o, call->usage.cached);
+        ngx_http_llm_out_lit(o, "}");
+    }
+
+    ngx_http_llm_out_lit(o, "}}");
 }
 
 
 static json_t *
 ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content)
 {
-    u_char     *p;
-    size_t      i, len;
+    size_t      i;
     json_t     *block, *message, *calls, *tc;
-    ngx_str_t   type, text, id, name, s;
+    ngx_str_t   type, text, id, name;
 
-    len = 0;
-
-    json_array_foreach(content, i, block) {
-        ngx_http_llm_json_get_str(block, "type", &type);
-
-        if (ngx_http_llm_anthropic_eq(&type, "text")) {
-            ngx_http_llm_json_get_str(block, "text", &s);
-            len += s.len;
-        }
-    }
-
-    text.len = 0;
-    text.data = ngx_pnalloc(call->pool, len + 1);
-    if (text.data == NULL) {
+    if (ngx_http_llm_text_join(call->pool, content, "text", &text) != NGX_OK)
+    {
         return NULL;
     }
 
@@ -1238,18 +1004,7 @@ ngx_http_llm_anthropic_message(ngx_http_llm_call_t *call, json_t *content)
     json_array_foreach(content, i, block) {
         ngx_http_llm_json_get_str(block, "type", &type);
 
-        if (ngx_http_llm_anthropic_eq(&type, "text")) {
-            ngx_http_llm_json_get_str(block, "text", &s);
-
-            if (s.len) {
-                p = ngx_cpymem(text.data + text.len, s.data, s.len);
-                text.len = p - text.data;
-            }
-
-            continue;
-        }
-
-        if (!ngx_http_llm_anthropic_eq(&type, "tool_use")) {
+        if (!ngx_http_llm_str_is(&type, "tool_use")) {
             continue;
         }
 
@@ -1294,65 +1049,65 @@ failed:
 static json_t *
 ngx_http_llm_anthropic_usage(ngx_http_llm_call_t *call, json_t *usage)
 {
-    json_t      *res, *v, *details;
-    json_int_t   prompt, completion, cached;
+    json_t  *v;
 
-    prompt = json_integer_value(json_object_get(usage, "input_tokens"))
-             + json_integer_value(json_object_get(usage,
-                                           "cache_creation_input_tokens"));
-    completion = json_integer_value(json_object_get(usage, "output_tokens"));
+    ngx_http_llm_anthropic_tokens(call, usage, 1);
 
     v = json_object_get(usage, "cache_read_input_tokens");
-    cached = json_integer_value(v);
-    prompt += cached;
 
-    call->usage.prompt = prompt;
-    call->usage.completion = completion;
-    call->usage.cached = cached;
+    return ngx_http_llm_usage_json(call->usage.prompt, call->usage.completion,
+                                   call->usage.prompt
+                                   + call->usage.completion,
+                                   json_is_integer(v) ? call->usage.cached
+                                                      : -1,
+                                   -1);
+}
 
-    res = json_object();
 
-    if (json_object_set_new(res, "prompt_tokens", json_integer(prompt)) != 0
-        || json_object_set_new(res, "completion_tokens",
-                               json_integer(completion))
-           != 0
-        || json_object_set_new(res, "total_tokens",
-                               json_integer(prompt + completion))
-           != 0)
-    {
-        json_decref(res);
-        return NULL;
+/*
+ * Anthropic's counts into call->usage: the prompt is the input with the
+ * cache writes and reads.  all: every count, a missing one 0; else only
+ * those given (message_delta repeats some).
+ */
+
+static void
+ngx_http_llm_anthropic_tokens(ngx_http_llm_call_t *call, json_t *usage,
+    ngx_uint_t all)
+{
+    json_t  *v;
+
+    v = json_object_get(usage, "output_tokens");
+
+    if (all || json_is_integer(v)) {
+        call->usage.completion = json_integer_value(v);
     }
 
-    if (json_is_integer(v)) {
-        details = json_object();
-
-        if (json_object_set_new(res, "prompt_tokens_details", details) != 0
-            || json_object_set_new(details, "cached_tokens",
-                                   json_integer(cached))
-               != 0)
-        {
-            json_decref(res);
-            return NULL;
-        }
+    if (!all && !json_is_integer(json_object_get(usage, "input_tokens"))) {
+        return;
     }
 
-    return res;
+    call->usage.cached =
+        json_integer_value(json_object_get(usage, "cache_read_input_tokens"));
+    call->usage.prompt =
+        json_integer_value(json_object_get(usage, "input_tokens"))
+        + json_integer_value(json_object_get(usage,
+                                             "cache_creation_input_tokens"))
+        + call->usage.cached;
 }
 
 
 static const char *
 ngx_http_llm_anthropic_finish(ngx_str_t *reason)
 {
-    if (ngx_http_llm_anthropic_eq(reason, "max_tokens")) {
+    if (ngx_http_llm_str_is(reason, "max_tokens")) {
         return "length";
     }
 
-    if (ngx_http_llm_anthropic_eq(reason, "tool_use")) {
+    if (ngx_http_llm_str_is(reason, "tool_use")) {
         return "tool_calls";
     }
 
-    if (ngx_http_llm_anthropic_eq(reason, "refusal")) {
+    if (ngx_http_llm_str_is(reason, "refusal")) {
         return "content_filter";
     }
 
@@ -1364,9 +1119,9 @@ static ngx_int_t
 ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
     ngx_str_t *event, ngx_str_t *data)
 {
-    json_t                           *root;
+    json_t                           *root, *e;
     ngx_int_t                         rc;
-    ngx_str_t                         type;
+    ngx_str_t                         type, code, message;
     ngx_http_llm_anthropic_stream_t  *st;
 
     if (data->len == 0) {
@@ -1389,13 +1144,13 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
         call->state = st;
     }
 
-    if (ngx_http_llm_anthropic_eq(event, "ping")
-        || ngx_http_llm_anthropic_eq(event, "content_block_stop"))
+    if (ngx_http_llm_str_is(event, "ping")
+        || ngx_http_llm_str_is(event, "content_block_stop"))
     {
         return NGX_OK;
     }
 
-    if (ngx_http_llm_anthropic_eq(event, "content_block_delta")) {
+    if (ngx_http_llm_str_is(event, "content_block_delta")) {
         rc = ngx_http_llm_anthropic_text_delta(call, data);
 
         if (rc != NGX_DECLINED) {
@@ -1403,10 +1158,8 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
         }
     }
 
-    root = json_loadb((char *) data->data, data->len, 0, NULL);
-
-    if (!json_is_object(root)) {
-        json_decref(root);
+    root = ngx_http_llm_json_object(data);
+    if (root == NULL) {
         return NGX_DECLINED;
     }
 
@@ -1416,24 +1169,39 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
         type = *event;
     }
 
-    if (ngx_http_llm_anthropic_eq(&type, "message_start")) {
+    if (ngx_http_llm_str_is(&type, "message_start")) {
         rc = ngx_http_llm_anthropic_stream_start(call,
                                           json_object_get(root, "message"));
 
-    } else if (ngx_http_llm_anthropic_eq(&type, "content_block_start")) {
+    } else if (ngx_http_llm_str_is(&type, "content_block_start")) {
         rc = ngx_http_llm_anthropic_stream_block(call, root);
 
-    } else if (ngx_http_llm_anthropic_eq(&type, "content_block_delta")) {
+    } else if (ngx_http_llm_str_is(&type, "content_block_delta")) {
         rc = ngx_http_llm_anthropic_stream_delta(call, root);
 
-    } else if (ngx_http_llm_anthropic_eq(&type, "message_delta")) {
+    } else if (ngx_http_llm_str_is(&type, "message_delta")) {
         rc = ngx_http_llm_anthropic_stream_stop(call, root);
 
-    } else if (ngx_http_llm_anthropic_eq(&type, "message_stop")) {
+    } else if (ngx_http_llm_str_is(&type, "message_stop")) {
         rc = NGX_DONE;
 
-    } else if (ngx_http_llm_anthropic_eq(&type, "error")) {
-        rc = ngx_http_llm_anthropic_stream_error(call, root);
+    } else if (ngx_http_llm_str_is(&type, "error")) {
+        e = json_object_get(root, "error");
+
+        ngx_http_llm_json_get_str(e, "type", &type);
+        ngx_http_llm_json_get_str(e, "message", &message);
+
+        if (type.len == 0) {
+            ngx_str_set(&type, "api_error");
+        }
+
+        if (message.len == 0) {
+            ngx_str_set(&message, "anthropic stream error");
+        }
+
+        ngx_str_null(&code);
+
+        rc = ngx_http_llm_stream_error(call, &type, &code, &message);
 
     } else {
         /* ping, content_block_stop, and events added later */
@@ -1467,7 +1235,7 @@ ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call, ngx_str_t *data)
         || ngx_http_llm_json_get(m[0].data, m[0].data + m[0].len, delta,
                                  d)
            != NGX_OK
-        || !ngx_http_llm_anthropic_eq(&d[0], "\"text_delta\"")
+        || !ngx_http_llm_str_is(&d[0], "\"text_delta\"")
         || d[1].len == 0 || d[1].data[0] != '"')
     {
         return NGX_DECLINED;
@@ -1504,17 +1272,7 @@ ngx_http_llm_anthropic_stream_start(ngx_http_llm_call_t *call, json_t *msg)
     usage = json_object_get(msg, "usage");
 
     if (json_is_object(usage)) {
-        call->usage.prompt =
-            json_integer_value(json_object_get(usage, "input_tokens"))
-            + json_integer_value(json_object_get(usage,
-                                           "cache_creation_input_tokens"))
-            + json_integer_value(json_object_get(usage,
-                                           "cache_read_input_tokens"));
-        call->usage.cached =
-            json_integer_value(json_object_get(usage,
-                                           "cache_read_input_tokens"));
-        call->usage.completion =
-            json_integer_value(json_object_get(usage, "output_tokens"));
+        ngx_http_llm_anthropic_tokens(call, usage, 1);
     }
 
     return ngx_http_llm_stream_role(call);
@@ -1550,7 +1308,7 @@ ngx_http_llm_anthropic_stream_block(ngx_http_llm_call_t *call, json_t *data)
 
     ngx_http_llm_json_get_str(block, "type", &type);
 
-    if (ngx_http_llm_anthropic_eq(&type, "text")) {
+    if (ngx_http_llm_str_is(&type, "text")) {
         ngx_http_llm_json_get_str(block, "text", &text);
 
         if (text.len == 0) {
@@ -1560,7 +1318,7 @@ ngx_http_llm_anthropic_stream_block(ngx_http_llm_call_t *call, json_t *data)
         return ngx_http_llm_anthropic_emit_text(call, &text);
     }
 
-    if (!ngx_http_llm_anthropic_eq(&type, "tool_use")) {
+    if (!ngx_http_llm_str_is(&type, "tool_use")) {
         return NGX_OK;
     }
 
@@ -1610,7 +1368,7 @@ ngx_http_llm_anthropic_stream_delta(ngx_http_llm_call_t *call, json_t *data)
 
     ngx_http_llm_json_get_str(delta, "type", &type);
 
-    if (ngx_http_llm_anthropic_eq(&type, "text_delta")) {
+    if (ngx_http_llm_str_is(&type, "text_delta")) {
         ngx_http_llm_json_get_str(delta, "text", &s);
 
         if (s.len == 0) {
@@ -1620,7 +1378,7 @@ ngx_http_llm_anthropic_stream_delta(ngx_http_llm_call_t *call, json_t *data)
         return ngx_http_llm_anthropic_emit_text(call, &s);
     }
 
-    if (!ngx_http_llm_anthropic_eq(&type, "input_json_delta")) {
+    if (!ngx_http_llm_str_is(&type, "input_json_delta")) {
         /* thinking_delta, signature_delta: nothing in OpenAI format */
         return NGX_OK;
     }
@@ -1646,31 +1404,12 @@ ngx_http_llm_anthropic_stream_delta(ngx_http_llm_call_t *call, json_t *data)
 static ngx_int_t
 ngx_http_llm_anthropic_stream_stop(ngx_http_llm_call_t *call, json_t *data)
 {
-    json_t      *chunk, *delta, *choice, *usage, *v;
     ngx_str_t    reason;
     const char  *finish;
 
-    usage = json_object_get(data, "usage");
-    v = json_object_get(usage, "output_tokens");
-
-    if (json_is_integer(v)) {
-        call->usage.completion = json_integer_value(v);
-    }
-
     /* newer API versions repeat the cumulative input counts here */
 
-    v = json_object_get(usage, "input_tokens");
-
-    if (json_is_integer(v)) {
-        v = json_object_get(usage, "cache_read_input_tokens");
-
-        call->usage.cached = json_integer_value(v);
-        call->usage.prompt =
-            json_integer_value(json_object_get(usage, "input_tokens"))
-            + json_integer_value(json_object_get(usage,
-                                           "cache_creation_input_tokens"))
-            + call->usage.cached;
-    }
+    ngx_http_llm_anthropic_tokens(call, json_object_get(data, "usage"), 0);
 
     ngx_http_llm_json_get_str(json_object_get(data, "delta"), "stop_reason",
                               &reason);
@@ -1687,71 +1426,7 @@ ngx_http_llm_anthropic_stream_stop(ngx_http_llm_call_t *call, json_t *data)
     call->finish_reason.data = (u_char *) finish;
     call->finish_reason.len = ngx_strlen(finish);
 
-    chunk = ngx_http_llm_chunk_new(call, &delta);
-    if (chunk == NULL) {
-        return NGX_ERROR;
-    }
-
-    choice = json_array_get(json_object_get(chunk, "choices"), 0);
-
-    if (json_object_set_new(choice, "finish_reason", json_string(finish))
-        != 0)
-    {
-        json_decref(chunk);
-        return NGX_ERROR;
-    }
-
-    return ngx_http_llm_stream_emit(call, chunk);
-}
-
-
-static ngx_int_t
-ngx_http_llm_anthropic_stream_error(ngx_http_llm_call_t *call, json_t *data)
-{
-    json_t     *res, *error, *e;
-    ngx_str_t   type, message;
-
-    e = json_object_get(data, "error");
-
-    ngx_http_llm_json_get_str(e, "type", &type);
-    ngx_http_llm_json_get_str(e, "message", &message);
-
-    if (type.len == 0) {
-        ngx_str_set(&type, "api_error");
-    }
-
-    if (message.len == 0) {
-        ngx_str_set(&message, "anthropic stream error");
-    }
-
-    ngx_log_error(NGX_LOG_ERR, call->log, 0,
-                  "llm provider \"%V\" model \"%V\" stream error: %V: %V",
-                  &call->provider->name,
-                  ngx_http_llm_escape(call->pool, &call->model, 1),
-                  ngx_http_llm_escape(call->pool, &type, 1),
-                  ngx_http_llm_escape(call->pool, &message, 1));
-
-    res = json_object();
-    error = json_object();
-
-    if (json_object_set_new(res, "error", error) != 0
-        || json_object_set_new(error, "message",
-                               ngx_http_llm_json_str(&message))
-           != 0
-        || json_object_set_new(error, "type", ngx_http_llm_json_str(&type))
-           != 0
-        || json_object_set_new(error, "param", json_null()) != 0
-        || json_object_set_new(error, "code", json_null()) != 0)
-    {
-        json_decref(res);
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_llm_stream_emit(call, res) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return NGX_DONE;
+    return ngx_http_llm_stream_finish(call, 0, finish);
 }
 
 
@@ -1840,13 +1515,11 @@ static void
 ngx_http_llm_anthropic_map_error(ngx_http_llm_call_t *call,
     ngx_uint_t status, ngx_str_t *body, ngx_http_llm_error_t *err)
 {
-    u_char     *p;
-    json_t     *root, *error;
-    ngx_str_t   s;
+    json_t  *root;
 
     ngx_http_llm_error_defaults(status, err);
 
-    if (status == NGX_HTTP_LLM_OVERLOADED) {
+    if (status == NGX_HTTP_LLM_ANTHROPIC_OVERLOADED) {
         err->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ngx_str_set(&err->type, "overloaded_error");
     }
@@ -1857,37 +1530,31 @@ ngx_http_llm_anthropic_map_error(ngx_http_llm_call_t *call,
         root = json_loadb((char *) body->data, body->len, 0, NULL);
     }
 
-    error = json_object_get(root, "error");
-
-    ngx_http_llm_json_get_str(error, "type", &s);
-
-    if (s.len) {
-        p = ngx_pstrdup(call->pool, &s);
-        if (p != NULL) {
-            err->type.data = p;
-            err->type.len = s.len;
-        }
-    }
-
-    ngx_http_llm_json_get_str(error, "message", &s);
-
-    if (s.len) {
-        p = ngx_pstrdup(call->pool, &s);
-        if (p != NULL) {
-            err->message.data = p;
-            err->message.len = s.len;
-        }
-
-    } else {
-        p = ngx_pnalloc(call->pool, sizeof("anthropic returned HTTP ") - 1
-                                    + NGX_INT_T_LEN);
-        if (p != NULL) {
-            err->message.data = p;
-            err->message.len = ngx_sprintf(p, "anthropic returned HTTP %ui",
-                                           status)
-                               - p;
-        }
-    }
+    ngx_http_llm_error_read(call, status, json_object_get(root, "error"),
+                            "type", NULL, err);
 
     json_decref(root);
+}
+
+
+/* "overloaded" asks for a pause as a 503 does */
+
+static ngx_msec_t
+ngx_http_llm_anthropic_pause(ngx_http_llm_call_t *call, ngx_uint_t status,
+    ngx_list_t *headers)
+{
+    ngx_msec_t  ms;
+
+    if (status != NGX_HTTP_TOO_MANY_REQUESTS
+        && status != NGX_HTTP_SERVICE_UNAVAILABLE
+        && status != NGX_HTTP_LLM_ANTHROPIC_OVERLOADED)
+    {
+        return 0;
+    }
+
+    if (ngx_http_llm_pause_retry_after(headers, &ms) != NGX_OK) {
+        return 0;
+    }
+
+    return ms;
 }

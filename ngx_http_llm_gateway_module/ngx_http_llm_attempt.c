@@ -34,9 +34,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_llm_subrequest(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
-static ngx_int_t ngx_http_llm_header_push(ngx_pool_t *pool,
-    ngx_list_t *headers, ngx_str_t *key, ngx_str_t *prefix,
-    ngx_str_t *value, ngx_table_elt_t **out);
 static ngx_int_t ngx_http_llm_post_subrequest(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static void ngx_http_llm_wake(ngx_http_request_t *r);
@@ -50,7 +47,7 @@ static ngx_int_t ngx_http_llm_invalid(ngx_http_llm_attempt_t *a,
     ngx_http_llm_verdict_t *v);
 static char *ngx_http_llm_broken(ngx_http_llm_attempt_t *a,
     ngx_http_llm_error_t *err);
-static ngx_uint_t ngx_http_llm_condition(ngx_http_llm_attempt_t *a);
+static ngx_uint_t ngx_http_llm_condition(ngx_uint_t status);
 static ngx_int_t ngx_http_llm_record(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, char *what);
 
@@ -89,14 +86,12 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         a->target = t;
 
         call = &a->call;
-        call->r = r;
         call->pool = r->pool;
         call->log = r->connection->log;
         call->endpoint = ctx->endpoint;
-        call->request = ctx->body;
-        call->tree = &ctx->body;
         call->raw = ctx->raw;
         call->members = ctx->members;
+        call->tree = &ctx->body;
         call->provider = t->provider;
         call->model = t->model.len ? t->model : ctx->model;
         call->public_model = ctx->model;
@@ -177,7 +172,6 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     static ngx_str_t  content_type_key = ngx_string("Content-Type");
     static ngx_str_t  accept_key = ngx_string("Accept");
     static ngx_str_t  json = ngx_string("application/json");
-    static ngx_str_t  event_stream = ngx_string("text/event-stream");
     static ngx_str_t  empty = ngx_null_string;
 
     prov = a->target->provider;
@@ -236,7 +230,7 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    accept = ctx->stream ? event_stream : json;
+    accept = ctx->stream ? *ngx_http_llm_framing_type(drv->framing) : json;
 
     if (ngx_http_llm_header_push(r->pool, &headers, &content_type_key,
                                  &empty, &json, &content_type)
@@ -248,11 +242,7 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (prov->key.len
-        && ngx_http_llm_header_push(r->pool, &headers, &drv->auth_header,
-                                    &drv->auth_prefix, &prov->key, NULL)
-           != NGX_OK)
-    {
+    if (ngx_http_llm_driver_auth(&a->call, &headers, body) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -307,52 +297,6 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
      */
 
     sr->headers_in.content_length_n = -1;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_llm_header_push(ngx_pool_t *pool, ngx_list_t *headers,
-    ngx_str_t *key, ngx_str_t *prefix, ngx_str_t *value,
-    ngx_table_elt_t **out)
-{
-    u_char           *p;
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->key = *key;
-
-    h->lowcase_key = ngx_pnalloc(pool, key->len);
-    if (h->lowcase_key == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = ngx_hash_strlow(h->lowcase_key, key->data, key->len);
-
-    if (prefix->len == 0) {
-        h->value = *value;
-
-    } else {
-        h->value.len = prefix->len + value->len;
-
-        p = ngx_pnalloc(pool, h->value.len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->value.data = p;
-        p = ngx_cpymem(p, prefix->data, prefix->len);
-        ngx_memcpy(p, value->data, value->len);
-    }
-
-    if (out) {
-        *out = h;
-    }
 
     return NGX_OK;
 }
@@ -647,9 +591,8 @@ ngx_http_llm_attempt_judge(ngx_http_request_t *r, ngx_http_llm_attempt_t *a,
     }
 
     if (a->status < 200 || a->status >= 300) {
-        a->target->provider->driver->map_error(&a->call, a->status, &v->body,
-                                               &v->err);
-        v->cond = ngx_http_llm_condition(a);
+        ngx_http_llm_driver_error(&a->call, a->status, &v->body, &v->err);
+        v->cond = ngx_http_llm_condition(v->err.status);
 
         if (v->err.message.len == 0) {
             pname = &a->target->provider->name;
@@ -818,10 +761,12 @@ ngx_http_llm_provider_text(ngx_http_llm_attempt_t *a, ngx_str_t *text)
 }
 
 
+/* the status as the driver mapped it: 529 of Anthropic is a 503 */
+
 static ngx_uint_t
-ngx_http_llm_condition(ngx_http_llm_attempt_t *a)
+ngx_http_llm_condition(ngx_uint_t status)
 {
-    switch (a->status) {
+    switch (status) {
     case NGX_HTTP_TOO_MANY_REQUESTS:
         return NGX_HTTP_LLM_FB_429;
     case NGX_HTTP_UNAUTHORIZED:
@@ -833,13 +778,12 @@ ngx_http_llm_condition(ngx_http_llm_attempt_t *a)
     case NGX_HTTP_BAD_GATEWAY:
         return NGX_HTTP_LLM_FB_502|NGX_HTTP_LLM_FB_5XX;
     case NGX_HTTP_SERVICE_UNAVAILABLE:
-    case NGX_HTTP_LLM_OVERLOADED:
         return NGX_HTTP_LLM_FB_503|NGX_HTTP_LLM_FB_5XX;
     case NGX_HTTP_GATEWAY_TIME_OUT:
         return NGX_HTTP_LLM_FB_504|NGX_HTTP_LLM_FB_5XX;
     }
 
-    if (a->status >= NGX_HTTP_INTERNAL_SERVER_ERROR && a->status < 600) {
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR && status < 600) {
         return NGX_HTTP_LLM_FB_5XX;
     }
 

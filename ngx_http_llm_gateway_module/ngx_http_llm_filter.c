@@ -86,15 +86,24 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
         ctx->ttft = ngx_current_msec - ctx->start;
 
         if (ctx->stream) {
-            sse = ngx_palloc(r->pool, sizeof(ngx_http_llm_sse_t));
-            if (sse == NULL) {
-                return NGX_ERROR;
+
+            /* the parser of the driver's framing; SSE is the only one */
+
+            switch (a->target->provider->driver->framing) {
+
+            case NGX_HTTP_LLM_FRAMING_SSE:
+                sse = ngx_palloc(r->pool, sizeof(ngx_http_llm_sse_t));
+                if (sse == NULL) {
+                    return NGX_ERROR;
+                }
+
+                ngx_http_llm_sse_init(sse, r->pool, ctx->conf->max_response,
+                                      ngx_http_llm_sse_event, a);
+
+                a->sse = sse;
+                break;
             }
 
-            ngx_http_llm_sse_init(sse, r->pool, ctx->conf->max_response,
-                                  ngx_http_llm_sse_event, a);
-
-            a->sse = sse;
             a->streaming = 1;
         }
     }

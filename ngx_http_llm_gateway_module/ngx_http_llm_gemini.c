@@ -4,15 +4,7 @@
  */
 
 
-#include <ngx_config.h>
-#include <ngx_core.h>
-#include <ngx_http.h>
-#include "ngx_http_llm_module.h"
-
-
-#define ngx_http_llm_gemini_eq(s, lit)                                        \
-    ((s)->len == sizeof(lit) - 1                                              \
-     && ngx_strncmp((s)->data, lit, sizeof(lit) - 1) == 0)
+#include "ngx_http_llm_driver.h"
 
 
 typedef struct {
@@ -24,12 +16,10 @@ typedef struct {
 static ngx_int_t ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_gemini_uri(ngx_http_llm_call_t *call,
     ngx_str_t *model, const char *method);
-static ngx_int_t ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call,
-    json_t *body);
-static ngx_int_t ngx_http_llm_gemini_user(ngx_http_llm_call_t *call,
-    json_t *msg, json_t *parts);
-static ngx_int_t ngx_http_llm_gemini_model(ngx_http_llm_call_t *call,
-    json_t *msg, json_t *parts);
+static ngx_int_t ngx_http_llm_gemini_system(ngx_http_llm_call_t *call,
+    json_t *body, ngx_str_t *text);
+static ngx_int_t ngx_http_llm_gemini_function_call(json_t *parts,
+    ngx_str_t *id, ngx_str_t *name, json_t *args);
 static ngx_int_t ngx_http_llm_gemini_tool_result(ngx_http_llm_call_t *call,
     json_t *messages, size_t n, json_t *parts);
 static ngx_int_t ngx_http_llm_gemini_text_part(json_t *parts, u_char *text,
@@ -40,14 +30,14 @@ static ngx_int_t ngx_http_llm_gemini_image_part(ngx_http_llm_call_t *call,
     json_t *part, json_t *parts);
 static void ngx_http_llm_gemini_image_type(ngx_str_t *url, ngx_str_t *type);
 static ngx_int_t ngx_http_llm_gemini_config(ngx_http_llm_call_t *call,
-    json_t *body);
+    json_t *req, json_t *body);
 static ngx_int_t ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call,
-    json_t *body);
+    json_t *req, json_t *body);
 static void ngx_http_llm_gemini_schema(json_t *schema);
 static ngx_int_t ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call,
-    json_t *body);
+    json_t *req, json_t *body);
 static ngx_int_t ngx_http_llm_gemini_embed_request(ngx_http_llm_call_t *call,
-    ngx_str_t *model);
+    json_t *req, ngx_str_t *model);
 static json_t *ngx_http_llm_gemini_embed_one(ngx_str_t *name, json_t *text,
     json_t *dims);
 
@@ -55,8 +45,6 @@ static ngx_int_t ngx_http_llm_gemini_parse_response(ngx_http_llm_call_t *call,
     json_t *in, json_t **out);
 static ngx_int_t ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call,
     json_t *cand, size_t n, json_t *choices);
-static ngx_int_t ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts,
-    ngx_str_t *text);
 static json_t *ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call,
     json_t *fc);
 static json_t *ngx_http_llm_gemini_usage(ngx_http_llm_call_t *call,
@@ -75,33 +63,38 @@ static ngx_int_t ngx_http_llm_gemini_stream_candidate(
     ngx_http_llm_call_t *call, json_t *cand, size_t n);
 static ngx_int_t ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call,
     json_t *error);
-static json_t *ngx_http_llm_gemini_chunk(ngx_http_llm_call_t *call,
-    json_int_t index, json_t **delta);
-static ngx_int_t ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call,
-    json_int_t index, const char *finish);
 
 static void ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call,
     ngx_uint_t status, ngx_str_t *body, ngx_http_llm_error_t *err);
 
 
+static ngx_http_llm_turns_t  ngx_http_llm_gemini_turns = {
+    .key = "parts",
+    .assistant = "model",
+    .system = ngx_http_llm_gemini_system,
+    .text = ngx_http_llm_gemini_text_part,
+    .image = ngx_http_llm_gemini_image_part,
+    .tool_call = ngx_http_llm_gemini_function_call,
+    .tool_result = ngx_http_llm_gemini_tool_result
+};
+
+
 ngx_http_llm_driver_t  ngx_http_llm_gemini_driver = {
-    ngx_string("gemini"),
-    ngx_string("x-goog-api-key"),
-    ngx_null_string,
-    NULL,
-    ngx_http_llm_gemini_build_request,
-    ngx_http_llm_gemini_parse_response,
-    ngx_http_llm_gemini_parse_stream_event,
-    ngx_http_llm_gemini_map_error,
-    NULL,
-    0
+    .name = ngx_string("gemini"),
+    .auth_header = ngx_string("x-goog-api-key"),
+    .framing = NGX_HTTP_LLM_FRAMING_SSE,
+    .build_request = ngx_http_llm_gemini_build_request,
+    .parse_response = ngx_http_llm_gemini_parse_response,
+    .parse_stream_event = ngx_http_llm_gemini_parse_stream_event,
+    .map_error = ngx_http_llm_gemini_map_error,
+    .raw_request = 1
 };
 
 
 static ngx_int_t
 ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call)
 {
-    json_t     *body;
+    json_t     *req, *body, *contents;
     ngx_int_t   rc;
     ngx_str_t   model;
 
@@ -122,15 +115,22 @@ ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call)
         return NGX_DECLINED;
     }
 
-    if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
-        return ngx_http_llm_gemini_embed_request(call, &model);
-    }
-
-    if (call->endpoint != NGX_HTTP_LLM_CHAT) {
+    if (call->endpoint != NGX_HTTP_LLM_CHAT
+        && call->endpoint != NGX_HTTP_LLM_EMBEDDINGS)
+    {
         ngx_log_error(NGX_LOG_INFO, call->log, 0,
                       "llm provider \"%V\" (gemini): endpoint not supported",
                       &call->provider->name);
         return NGX_DECLINED;
+    }
+
+    req = ngx_http_llm_call_tree(call);
+    if (req == NULL) {
+        return NGX_ABORT;
+    }
+
+    if (call->endpoint == NGX_HTTP_LLM_EMBEDDINGS) {
+        return ngx_http_llm_gemini_embed_request(call, req, &model);
     }
 
     body = json_object();
@@ -138,14 +138,21 @@ ngx_http_llm_gemini_build_request(ngx_http_llm_call_t *call)
         return NGX_ERROR;
     }
 
-    rc = ngx_http_llm_gemini_contents(call, body);
+    contents = json_array();
+    if (json_object_set_new(body, "contents", contents) != 0) {
+        json_decref(body);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_turns(call, req, body, contents,
+                            &ngx_http_llm_gemini_turns);
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_gemini_config(call, body);
+        rc = ngx_http_llm_gemini_config(call, req, body);
     }
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_gemini_tools(call, body);
+        rc = ngx_http_llm_gemini_tools(call, req, body);
     }
 
     if (rc == NGX_OK) {
@@ -198,204 +205,40 @@ ngx_http_llm_gemini_uri(ngx_http_llm_call_t *call, ngx_str_t *model,
  */
 
 static ngx_int_t
-ngx_http_llm_gemini_contents(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_gemini_system(ngx_http_llm_call_t *call, json_t *body,
+    ngx_str_t *text)
 {
-    size_t       i;
-    json_t      *messages, *msg, *contents, *parts, *system;
-    ngx_int_t    rc;
-    ngx_str_t    role, text;
-    const char  *turn_role;
+    json_t  *system, *parts;
 
-    messages = json_object_get(call->request, "messages");
+    system = json_object_get(body, "systemInstruction");
 
-    if (!json_is_array(messages)) {
-        ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                      "llm provider \"%V\" (gemini): no messages",
-                      &call->provider->name);
-        return NGX_DECLINED;
-    }
-
-    contents = json_array();
-    if (json_object_set_new(body, "contents", contents) != 0) {
-        return NGX_ERROR;
-    }
-
-    system = NULL;
-
-    json_array_foreach(messages, i, msg) {
-
-        ngx_http_llm_json_get_str(msg, "role", &role);
-
-        if (ngx_http_llm_gemini_eq(&role, "system")
-            || ngx_http_llm_gemini_eq(&role, "developer"))
-        {
-            if (ngx_http_llm_content_text(call->pool,
-                                          json_object_get(msg, "content"),
-                                          &text)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            if (text.len == 0) {
-                continue;
-            }
-
-            if (system == NULL) {
-                parts = json_array();
-                system = json_object();
-
-                if (json_object_set_new(system, "parts", parts) != 0) {
-                    json_decref(system);
-                    return NGX_ERROR;
-                }
-
-                if (json_object_set_new(body, "systemInstruction", system)
-                    != 0)
-                {
-                    return NGX_ERROR;
-                }
-            }
-
-            if (ngx_http_llm_gemini_text_part(json_object_get(system,
-                                                              "parts"),
-                                              text.data, text.len)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            continue;
-        }
-
+    if (system == NULL) {
         parts = json_array();
-        if (parts == NULL) {
+        system = json_object();
+
+        if (json_object_set_new(system, "parts", parts) != 0) {
+            json_decref(system);
             return NGX_ERROR;
         }
 
-        if (ngx_http_llm_gemini_eq(&role, "user")) {
-            turn_role = "user";
-            rc = ngx_http_llm_gemini_user(call, msg, parts);
-
-        } else if (ngx_http_llm_gemini_eq(&role, "assistant")) {
-            turn_role = "model";
-            rc = ngx_http_llm_gemini_model(call, msg, parts);
-
-        } else if (ngx_http_llm_gemini_eq(&role, "tool")) {
-            turn_role = "user";
-            rc = ngx_http_llm_gemini_tool_result(call, messages, i, parts);
-
-        } else {
-            ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                          "llm provider \"%V\" (gemini): message "
-                          "with role \"%V\" ignored",
-                          &call->provider->name,
-                          ngx_http_llm_escape(call->pool, &role, 1));
-            json_decref(parts);
-            continue;
-        }
-
-        if (rc != NGX_OK) {
-            json_decref(parts);
-            return rc;
-        }
-
-        if (ngx_http_llm_turn_add(contents, "parts", turn_role, parts)
-            != NGX_OK)
-        {
+        if (json_object_set_new(body, "systemInstruction", system) != 0) {
             return NGX_ERROR;
         }
     }
 
-    return NGX_OK;
+    return ngx_http_llm_gemini_text_part(json_object_get(system, "parts"),
+                                         text->data, text->len);
 }
 
 
-static ngx_int_t
-ngx_http_llm_gemini_user(ngx_http_llm_call_t *call, json_t *msg,
-    json_t *parts)
-{
-    size_t      i;
-    json_t     *content, *part;
-    ngx_str_t   type, text;
-
-    content = json_object_get(msg, "content");
-
-    if (json_is_string(content)) {
-        return ngx_http_llm_gemini_text_part(parts,
-                                       (u_char *) json_string_value(content),
-                                       json_string_length(content));
-    }
-
-    json_array_foreach(content, i, part) {
-
-        ngx_http_llm_json_get_str(part, "type", &type);
-
-        if (ngx_http_llm_gemini_eq(&type, "text")) {
-            ngx_http_llm_json_get_str(part, "text", &text);
-
-            if (ngx_http_llm_gemini_text_part(parts, text.data, text.len)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_llm_gemini_eq(&type, "image_url")) {
-
-            if (ngx_http_llm_gemini_image_part(call, part, parts) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-        } else {
-            ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                          "llm provider \"%V\" (gemini): content part "
-                          "\"%V\" ignored", &call->provider->name,
-                          ngx_http_llm_escape(call->pool, &type, 1));
-        }
-    }
-
-    return NGX_OK;
-}
-
+/* Gemini's functionCall has no id */
 
 static ngx_int_t
-ngx_http_llm_gemini_model(ngx_http_llm_call_t *call, json_t *msg,
-    json_t *parts)
+ngx_http_llm_gemini_function_call(json_t *parts, ngx_str_t *id,
+    ngx_str_t *name, json_t *args)
 {
-    size_t      i;
-    json_t     *calls, *tc, *fn;
-    ngx_str_t   text, name, args;
-
-    if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
-                                  &text)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_llm_gemini_text_part(parts, text.data, text.len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    calls = json_object_get(msg, "tool_calls");
-
-    json_array_foreach(calls, i, tc) {
-
-        fn = json_object_get(tc, "function");
-
-        ngx_http_llm_json_get_str(fn, "name", &name);
-        ngx_http_llm_json_get_str(fn, "arguments", &args);
-
-        if (ngx_http_llm_gemini_function_part(parts, "functionCall", &name,
-                                              "args",
-                                              ngx_http_llm_tool_args(&args))
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
+    return ngx_http_llm_gemini_function_part(parts, "functionCall", name,
+                                             "args", args);
 }
 
 
@@ -668,13 +511,12 @@ ngx_http_llm_gemini_image_type(ngx_str_t *url, ngx_str_t *type)
 
 
 static ngx_int_t
-ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *req,
+    json_t *body)
 {
-    size_t      i;
-    json_t     *req, *config, *v, *stop, *s;
-    ngx_str_t   type;
-
-    req = call->request;
+    json_t      *config, *v, *stop;
+    ngx_str_t    type;
+    json_int_t   max;
 
     config = json_object();
     if (config == NULL) {
@@ -693,43 +535,19 @@ ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *body)
         goto failed;
     }
 
-    v = json_object_get(req, "max_completion_tokens");
-    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-        v = json_object_get(req, "max_tokens");
-    }
+    max = ngx_http_llm_max_tokens(req);
 
-    if (json_is_integer(v) && json_integer_value(v) > 0
-        && json_object_set(config, "maxOutputTokens", v) != 0)
+    if (max
+        && json_object_set_new(config, "maxOutputTokens", json_integer(max))
+           != 0)
     {
         goto failed;
     }
 
-    v = json_object_get(req, "stop");
-
-    if (json_is_string(v) || json_is_array(v)) {
-        stop = json_array();
-        if (json_object_set_new(config, "stopSequences", stop) != 0) {
-            goto failed;
-        }
-
-        if (json_is_string(v)) {
-            if (json_string_length(v) && json_array_append(stop, v) != 0) {
-                goto failed;
-            }
-
-        } else {
-            json_array_foreach(v, i, s) {
-                if (json_is_string(s) && json_string_length(s)
-                    && json_array_append(stop, s) != 0)
-                {
-                    goto failed;
-                }
-            }
-        }
-
-        if (json_array_size(stop) == 0) {
-            json_object_del(config, "stopSequences");
-        }
+    if (ngx_http_llm_stop(req, &stop) != NGX_OK
+        || (stop && json_object_set_new(config, "stopSequences", stop) != 0))
+    {
+        goto failed;
     }
 
     v = json_object_get(req, "n");
@@ -749,8 +567,8 @@ ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *body)
     ngx_http_llm_json_get_str(json_object_get(req, "response_format"), "type",
                               &type);
 
-    if ((ngx_http_llm_gemini_eq(&type, "json_object")
-         || ngx_http_llm_gemini_eq(&type, "json_schema"))
+    if ((ngx_http_llm_str_is(&type, "json_object")
+         || ngx_http_llm_str_is(&type, "json_schema"))
         && json_object_set_new(config, "responseMimeType",
                                json_string("application/json"))
            != 0)
@@ -777,69 +595,30 @@ failed:
 
 
 static ngx_int_t
-ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call, json_t *req,
+    json_t *body)
 {
-    size_t      i;
-    json_t     *tools, *tool, *fn, *decls, *wrap, *d, *v;
-    ngx_str_t   name;
+    size_t   i;
+    json_t  *decls, *wrap, *tools, *d;
 
-    tools = json_object_get(call->request, "tools");
-
-    if (json_array_size(tools) == 0) {
-        return NGX_OK;
-    }
-
-    decls = json_array();
-    wrap = json_object();
-
-    if (json_object_set_new(wrap, "functionDeclarations", decls) != 0) {
-        json_decref(wrap);
+    decls = ngx_http_llm_tools(call, req, "parameters", 0);
+    if (decls == NULL) {
         return NGX_ERROR;
     }
 
-    json_array_foreach(tools, i, tool) {
-
-        fn = json_object_get(tool, "function");
-        ngx_http_llm_json_get_str(fn, "name", &name);
-
-        if (name.len == 0) {
-            ngx_log_error(NGX_LOG_INFO, call->log, 0,
-                          "llm provider \"%V\" (gemini): tool without "
-                          "function name ignored", &call->provider->name);
-            continue;
-        }
-
-        d = json_object();
-        if (json_array_append_new(decls, d) != 0
-            || json_object_set_new(d, "name", ngx_http_llm_json_str(&name))
-               != 0)
-        {
-            goto failed;
-        }
-
-        v = json_object_get(fn, "description");
-
-        if (json_is_string(v) && json_object_set(d, "description", v) != 0) {
-            goto failed;
-        }
-
-        v = json_object_get(fn, "parameters");
-
-        if (!json_is_object(v)) {
-            continue;
-        }
-
-        v = json_deep_copy(v);
-        ngx_http_llm_gemini_schema(v);
-
-        if (json_object_set_new(d, "parameters", v) != 0) {
-            goto failed;
-        }
+    if (json_array_size(decls) == 0) {
+        json_decref(decls);
+        return NGX_OK;
     }
 
-    if (json_array_size(decls) == 0) {
+    json_array_foreach(decls, i, d) {
+        ngx_http_llm_gemini_schema(json_object_get(d, "parameters"));
+    }
+
+    wrap = json_object();
+    if (json_object_set_new(wrap, "functionDeclarations", decls) != 0) {
         json_decref(wrap);
-        return NGX_OK;
+        return NGX_ERROR;
     }
 
     tools = json_array();
@@ -852,12 +631,7 @@ ngx_http_llm_gemini_tools(ngx_http_llm_call_t *call, json_t *body)
         return NGX_ERROR;
     }
 
-    return ngx_http_llm_gemini_tool_config(call, body);
-
-failed:
-
-    json_decref(wrap);
-    return NGX_ERROR;
+    return ngx_http_llm_gemini_tool_config(call, req, body);
 }
 
 
@@ -890,36 +664,29 @@ ngx_http_llm_gemini_schema(json_t *schema)
 
 
 static ngx_int_t
-ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call, json_t *body)
+ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call, json_t *req,
+    json_t *body)
 {
-    json_t      *v, *tc, *fcc, *names;
-    ngx_str_t    mode, name;
+    json_t      *tc, *fcc, *names;
+    ngx_str_t    name;
     const char  *m;
 
-    v = json_object_get(call->request, "tool_choice");
+    switch (ngx_http_llm_tool_choice(req, &name)) {
 
-    ngx_str_null(&name);
+    case NGX_HTTP_LLM_TOOLS_REQUIRED:
+    case NGX_HTTP_LLM_TOOLS_FUNCTION:
+        m = "ANY";
+        break;
 
-    if (json_is_string(v)) {
-        mode.data = (u_char *) json_string_value(v);
-        mode.len = json_string_length(v);
+    case NGX_HTTP_LLM_TOOLS_NONE:
+        m = "NONE";
+        break;
 
-        if (ngx_http_llm_gemini_eq(&mode, "required")) {
-            m = "ANY";
+    case NGX_HTTP_LLM_TOOLS_AUTO:
+        m = "AUTO";
+        break;
 
-        } else if (ngx_http_llm_gemini_eq(&mode, "none")) {
-            m = "NONE";
-
-        } else {
-            m = "AUTO";
-        }
-
-    } else if (json_is_object(v)) {
-        ngx_http_llm_json_get_str(json_object_get(v, "function"), "name",
-                                  &name);
-        m = name.len ? "ANY" : "AUTO";
-
-    } else {
+    default:
         return NGX_OK;
     }
 
@@ -955,16 +722,16 @@ ngx_http_llm_gemini_tool_config(ngx_http_llm_call_t *call, json_t *body)
 
 
 static ngx_int_t
-ngx_http_llm_gemini_embed_request(ngx_http_llm_call_t *call,
+ngx_http_llm_gemini_embed_request(ngx_http_llm_call_t *call, json_t *req,
     ngx_str_t *model)
 {
     u_char     *p;
     size_t      i;
-    json_t     *input, *dims, *body, *requests, *req, *s;
+    json_t     *input, *dims, *body, *requests, *one, *s;
     ngx_str_t   name;
 
-    input = json_object_get(call->request, "input");
-    dims = json_object_get(call->request, "dimensions");
+    input = json_object_get(req, "input");
+    dims = json_object_get(req, "dimensions");
 
     if (!json_is_integer(dims) || json_integer_value(dims) <= 0) {
         dims = NULL;
@@ -1016,9 +783,9 @@ ngx_http_llm_gemini_embed_request(ngx_http_llm_call_t *call,
         }
 
         json_array_foreach(input, i, s) {
-            req = ngx_http_llm_gemini_embed_one(&name, s, dims);
+            one = ngx_http_llm_gemini_embed_one(&name, s, dims);
 
-            if (json_array_append_new(requests, req) != 0) {
+            if (json_array_append_new(requests, one) != 0) {
                 json_decref(body);
                 return NGX_ERROR;
             }
@@ -1167,7 +934,7 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
 
     parts = json_object_get(json_object_get(cand, "content"), "parts");
 
-    if (ngx_http_llm_gemini_text(call->pool, parts, &text) != NGX_OK) {
+    if (ngx_http_llm_text_join(call->pool, parts, NULL, &text) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1229,55 +996,6 @@ ngx_http_llm_gemini_choice(ngx_http_llm_call_t *call, json_t *cand, size_t n,
 }
 
 
-/* text parts joined; thought summaries are left out */
-
-static ngx_int_t
-ngx_http_llm_gemini_text(ngx_pool_t *pool, json_t *parts, ngx_str_t *text)
-{
-    u_char     *p;
-    size_t      i, len;
-    json_t     *part;
-    ngx_str_t   s;
-
-    len = 0;
-
-    json_array_foreach(parts, i, part) {
-        if (!json_is_true(json_object_get(part, "thought"))) {
-            ngx_http_llm_json_get_str(part, "text", &s);
-            len += s.len;
-        }
-    }
-
-    text->len = 0;
-
-    if (len == 0) {
-        text->data = NULL;
-        return NGX_OK;
-    }
-
-    text->data = ngx_pnalloc(pool, len);
-    if (text->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = text->data;
-
-    json_array_foreach(parts, i, part) {
-        if (!json_is_true(json_object_get(part, "thought"))) {
-            ngx_http_llm_json_get_str(part, "text", &s);
-
-            if (s.len) {
-                p = ngx_cpymem(p, s.data, s.len);
-            }
-        }
-    }
-
-    text->len = len;
-
-    return NGX_OK;
-}
-
-
 /* an OpenAI tool call of a functionCall; Gemini gives no id, make one */
 
 static json_t *
@@ -1305,7 +1023,7 @@ ngx_http_llm_gemini_tool_call(ngx_http_llm_call_t *call, json_t *fc)
 static json_t *
 ngx_http_llm_gemini_usage(ngx_http_llm_call_t *call, json_t *meta)
 {
-    json_t      *res, *details, *cached, *thoughts, *total;
+    json_t      *cached, *thoughts, *total;
     json_int_t   prompt, completion;
 
     prompt = json_integer_value(json_object_get(meta, "promptTokenCount"));
@@ -1320,62 +1038,30 @@ ngx_http_llm_gemini_usage(ngx_http_llm_call_t *call, json_t *meta)
     call->usage.completion = completion;
     call->usage.cached = json_integer_value(cached);
 
-    res = json_object();
-
-    if (json_object_set_new(res, "prompt_tokens", json_integer(prompt)) != 0
-        || json_object_set_new(res, "completion_tokens",
-                               json_integer(completion))
-           != 0
-        || json_object_set_new(res, "total_tokens",
-                               json_is_integer(total)
-                               ? json_copy(total)
-                               : json_integer(prompt + completion))
-           != 0)
-    {
-        json_decref(res);
-        return NULL;
-    }
-
-    if (json_is_integer(cached)) {
-        details = json_object();
-
-        if (json_object_set_new(res, "prompt_tokens_details", details) != 0
-            || json_object_set(details, "cached_tokens", cached) != 0)
-        {
-            json_decref(res);
-            return NULL;
-        }
-    }
-
-    if (json_is_integer(thoughts)) {
-        details = json_object();
-
-        if (json_object_set_new(res, "completion_tokens_details", details)
-            != 0
-            || json_object_set(details, "reasoning_tokens", thoughts) != 0)
-        {
-            json_decref(res);
-            return NULL;
-        }
-    }
-
-    return res;
+    return ngx_http_llm_usage_json(prompt, completion,
+                                   json_is_integer(total)
+                                   ? json_integer_value(total)
+                                   : prompt + completion,
+                                   json_is_integer(cached)
+                                   ? json_integer_value(cached) : -1,
+                                   json_is_integer(thoughts)
+                                   ? json_integer_value(thoughts) : -1);
 }
 
 
 static const char *
 ngx_http_llm_gemini_finish(ngx_str_t *reason)
 {
-    if (ngx_http_llm_gemini_eq(reason, "MAX_TOKENS")) {
+    if (ngx_http_llm_str_is(reason, "MAX_TOKENS")) {
         return "length";
     }
 
-    if (ngx_http_llm_gemini_eq(reason, "SAFETY")
-        || ngx_http_llm_gemini_eq(reason, "RECITATION")
-        || ngx_http_llm_gemini_eq(reason, "BLOCKLIST")
-        || ngx_http_llm_gemini_eq(reason, "PROHIBITED_CONTENT")
-        || ngx_http_llm_gemini_eq(reason, "SPII")
-        || ngx_http_llm_gemini_eq(reason, "IMAGE_SAFETY"))
+    if (ngx_http_llm_str_is(reason, "SAFETY")
+        || ngx_http_llm_str_is(reason, "RECITATION")
+        || ngx_http_llm_str_is(reason, "BLOCKLIST")
+        || ngx_http_llm_str_is(reason, "PROHIBITED_CONTENT")
+        || ngx_http_llm_str_is(reason, "SPII")
+        || ngx_http_llm_str_is(reason, "IMAGE_SAFETY"))
     {
         return "content_filter";
     }
@@ -1417,7 +1103,8 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
         }
     }
 
-    ngx_http_llm_json_get_str(call->request, "encoding_format", &encoding);
+    ngx_http_llm_json_get_str(ngx_http_llm_call_tree(call), "encoding_format",
+                              &encoding);
 
     res = json_object();
     data = json_array();
@@ -1438,7 +1125,7 @@ ngx_http_llm_gemini_embed_response(ngx_http_llm_call_t *call, json_t *in,
                != 0
             || json_object_set_new(item, "index", json_integer(i)) != 0
             || json_object_set_new(item, "embedding",
-                                   ngx_http_llm_gemini_eq(&encoding, "base64")
+                                   ngx_http_llm_str_is(&encoding, "base64")
                                    ? ngx_http_llm_gemini_base64(call, values)
                                    : json_incref(values))
                != 0)
@@ -1551,10 +1238,8 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
         return rc;
     }
 
-    root = json_loadb((char *) data->data, data->len, 0, NULL);
-
-    if (!json_is_object(root)) {
-        json_decref(root);
+    root = ngx_http_llm_json_object(data);
+    if (root == NULL) {
         return NGX_DECLINED;
     }
 
@@ -1592,7 +1277,7 @@ ngx_http_llm_gemini_parse_stream_event(ngx_http_llm_call_t *call,
                               "blockReason", &blocked);
 
     if (json_array_size(candidates) == 0 && blocked.len) {
-        rc = ngx_http_llm_gemini_emit_finish(call, 0, "content_filter");
+        rc = ngx_http_llm_stream_finish(call, 0, "content_filter");
         if (rc != NGX_OK) {
             goto done;
         }
@@ -1701,12 +1386,12 @@ ngx_http_llm_gemini_stream_candidate(ngx_http_llm_call_t *call, json_t *cand,
 
     parts = json_object_get(json_object_get(cand, "content"), "parts");
 
-    if (ngx_http_llm_gemini_text(call->pool, parts, &text) != NGX_OK) {
+    if (ngx_http_llm_text_join(call->pool, parts, NULL, &text) != NGX_OK) {
         return NGX_ERROR;
     }
 
     if (text.len) {
-        chunk = ngx_http_llm_gemini_chunk(call, index, &delta);
+        chunk = ngx_http_llm_chunk_at(call, index, &delta);
         if (chunk == NULL) {
             return NGX_ERROR;
         }
@@ -1735,7 +1420,7 @@ ngx_http_llm_gemini_stream_candidate(ngx_http_llm_call_t *call, json_t *cand,
         }
 
         if (chunk == NULL) {
-            chunk = ngx_http_llm_gemini_chunk(call, index, &delta);
+            chunk = ngx_http_llm_chunk_at(call, index, &delta);
             if (chunk == NULL) {
                 return NGX_ERROR;
             }
@@ -1782,15 +1467,14 @@ ngx_http_llm_gemini_stream_candidate(ngx_http_llm_call_t *call, json_t *cand,
         call->finish_reason.len = ngx_strlen(finish);
     }
 
-    return ngx_http_llm_gemini_emit_finish(call, index, finish);
+    return ngx_http_llm_stream_finish(call, index, finish);
 }
 
 
 static ngx_int_t
 ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
 {
-    json_t      *res, *e;
-    ngx_str_t    message, status;
+    ngx_str_t  type, message, status;
 
     ngx_http_llm_json_get_str(error, "message", &message);
     ngx_http_llm_json_get_str(error, "status", &status);
@@ -1799,81 +1483,9 @@ ngx_http_llm_gemini_stream_error(ngx_http_llm_call_t *call, json_t *error)
         ngx_str_set(&message, "gemini stream error");
     }
 
-    ngx_log_error(NGX_LOG_ERR, call->log, 0,
-                  "llm provider \"%V\" model \"%V\" stream error: %V: %V",
-                  &call->provider->name,
-                  ngx_http_llm_escape(call->pool, &call->model, 1),
-                  ngx_http_llm_escape(call->pool, &status, 1),
-                  ngx_http_llm_escape(call->pool, &message, 1));
+    ngx_str_set(&type, "api_error");
 
-    res = json_object();
-    e = json_object();
-
-    if (json_object_set_new(res, "error", e) != 0
-        || json_object_set_new(e, "message", ngx_http_llm_json_str(&message))
-           != 0
-        || json_object_set_new(e, "type", json_string("api_error")) != 0
-        || json_object_set_new(e, "param", json_null()) != 0
-        || json_object_set_new(e, "code",
-                               status.len ? ngx_http_llm_json_str(&status)
-                                          : json_null())
-           != 0)
-    {
-        json_decref(res);
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_llm_stream_emit(call, res) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return NGX_DONE;
-}
-
-
-static json_t *
-ngx_http_llm_gemini_chunk(ngx_http_llm_call_t *call, json_int_t index,
-    json_t **delta)
-{
-    json_t  *chunk, *choice;
-
-    chunk = ngx_http_llm_chunk_new(call, delta);
-    if (chunk == NULL || index == 0) {
-        return chunk;
-    }
-
-    choice = json_array_get(json_object_get(chunk, "choices"), 0);
-
-    if (json_object_set_new(choice, "index", json_integer(index)) != 0) {
-        json_decref(chunk);
-        return NULL;
-    }
-
-    return chunk;
-}
-
-
-static ngx_int_t
-ngx_http_llm_gemini_emit_finish(ngx_http_llm_call_t *call, json_int_t index,
-    const char *finish)
-{
-    json_t  *chunk, *delta, *choice;
-
-    chunk = ngx_http_llm_gemini_chunk(call, index, &delta);
-    if (chunk == NULL) {
-        return NGX_ERROR;
-    }
-
-    choice = json_array_get(json_object_get(chunk, "choices"), 0);
-
-    if (json_object_set_new(choice, "finish_reason", json_string(finish))
-        != 0)
-    {
-        json_decref(chunk);
-        return NGX_ERROR;
-    }
-
-    return ngx_http_llm_stream_emit(call, chunk);
+    return ngx_http_llm_stream_error(call, &type, &status, &message);
 }
 
 
@@ -1881,9 +1493,7 @@ static void
 ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call, ngx_uint_t status,
     ngx_str_t *body, ngx_http_llm_error_t *err)
 {
-    u_char     *p;
-    json_t     *root, *error;
-    ngx_str_t   s;
+    json_t  *root, *error;
 
     ngx_http_llm_error_defaults(status, err);
 
@@ -1896,37 +1506,9 @@ ngx_http_llm_gemini_map_error(ngx_http_llm_call_t *call, ngx_uint_t status,
     /* some Gemini endpoints wrap the error object in an array */
 
     error = json_is_array(root) ? json_array_get(root, 0) : root;
-    error = json_object_get(error, "error");
 
-    ngx_http_llm_json_get_str(error, "status", &s);
-
-    if (s.len) {
-        p = ngx_pstrdup(call->pool, &s);
-        if (p != NULL) {
-            err->code.data = p;
-            err->code.len = s.len;
-        }
-    }
-
-    ngx_http_llm_json_get_str(error, "message", &s);
-
-    if (s.len) {
-        p = ngx_pstrdup(call->pool, &s);
-        if (p != NULL) {
-            err->message.data = p;
-            err->message.len = s.len;
-        }
-
-    } else {
-        p = ngx_pnalloc(call->pool, sizeof("gemini returned HTTP ") - 1
-                                    + NGX_INT_T_LEN);
-        if (p != NULL) {
-            err->message.data = p;
-            err->message.len = ngx_sprintf(p, "gemini returned HTTP %ui",
-                                           status)
-                               - p;
-        }
-    }
+    ngx_http_llm_error_read(call, status, json_object_get(error, "error"),
+                            NULL, "status", err);
 
     json_decref(root);
 }

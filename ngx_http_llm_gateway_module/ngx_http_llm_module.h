@@ -13,29 +13,8 @@
 #include <ngx_http.h>
 #include <jansson.h>
 
+#include "ngx_http_llm_driver.h"
 #include "ngx_http_llm_zone.h"
-#include "ngx_http_llm_json.h"
-
-
-#define NGX_HTTP_LLM_CHAT            1
-#define NGX_HTTP_LLM_EMBEDDINGS      2
-
-#define NGX_HTTP_LLM_DEFAULT_MAX_TOKENS  4096
-
-/* Anthropic's "overloaded": no nginx name */
-#define NGX_HTTP_LLM_OVERLOADED          529
-
-/* top-level members of the client's body, found by the core */
-#define NGX_HTTP_LLM_M_MODEL           0
-#define NGX_HTTP_LLM_M_MESSAGES        1
-#define NGX_HTTP_LLM_M_INPUT           2
-#define NGX_HTTP_LLM_M_STREAM          3
-#define NGX_HTTP_LLM_M_STREAM_OPTIONS  4
-#define NGX_HTTP_LLM_M_N               5
-
-
-typedef struct ngx_http_llm_driver_s  ngx_http_llm_driver_t;
-typedef struct ngx_http_llm_call_s    ngx_http_llm_call_t;
 
 
 /*
@@ -44,21 +23,12 @@ typedef struct ngx_http_llm_call_s    ngx_http_llm_call_t;
  * and the caller stops reading the provider until it is gone.
  */
 
-typedef struct {
+struct ngx_http_llm_stream_s {
     ngx_pool_t                 *pool;
     ngx_chain_t                *pend;          /* queued, not yet sent */
     ngx_chain_t                *free;
     ngx_chain_t                *busy;          /* sent, not yet written */
-} ngx_http_llm_stream_t;
-
-
-typedef struct {
-    ngx_str_t                   name;
-    ngx_http_llm_driver_t      *driver;
-    ngx_str_t                   pass;          /* "/_llm/openai/" */
-    ngx_str_t                   key;           /* from key_file, may be empty */
-    ngx_str_t                   api_version;   /* azure */
-} ngx_http_llm_provider_t;
+};
 
 
 typedef struct {
@@ -79,164 +49,32 @@ typedef struct {
 } ngx_http_llm_route_t;
 
 
-typedef struct {
-    ngx_int_t                   prompt;        /* -1: unknown */
-    ngx_int_t                   completion;
-    ngx_int_t                   cached;
-} ngx_http_llm_usage_t;
-
-
-typedef struct {
-    ngx_uint_t                  status;        /* HTTP status for the client */
-    ngx_str_t                   type;          /* "invalid_request_error" */
-    ngx_str_t                   code;          /* may be empty: null */
-    ngx_str_t                   param;         /* may be empty: null */
-    ngx_str_t                   message;
-} ngx_http_llm_error_t;
-
-
-/*
- * One attempt against one target, as a driver sees it.  The driver reads
- * the client's request (OpenAI format), fills uri, args and body, and on
- * the way back translates the provider's answer into OpenAI format.
- */
-
-struct ngx_http_llm_call_s {
-    ngx_http_request_t         *r;             /* the client's request */
-    ngx_pool_t                 *pool;
-    ngx_log_t                  *log;
-
-    ngx_uint_t                  endpoint;      /* NGX_HTTP_LLM_CHAT, ... */
-    json_t                     *request;       /* client body, read only;
-                                                  NULL for raw drivers */
-    ngx_str_t                   raw;           /* client body as sent */
-    json_t                    **tree;          /* the request's parsed body,
-                                                  see ngx_http_llm_call_tree */
-    ngx_str_t                  *members;       /* NGX_HTTP_LLM_M_* spans */
-    ngx_http_llm_provider_t    *provider;
-    ngx_str_t                   model;         /* provider's model name */
-    ngx_str_t                   public_model;  /* model the client asked */
-
-    /* set by build_request */
-    ngx_str_t                   uri;           /* relative to pass: "v1/..." */
-    ngx_str_t                   args;          /* without "?" */
-    json_t                     *body;          /* owned by the call */
-    ngx_str_t                   raw_body;      /* or the body as bytes */
-    ngx_str_t                   answer;        /* set by parse_raw */
-
-    /* response side */
-    void                       *state;         /* driver's stream state */
-    ngx_str_t                   id;            /* "chatcmpl-..." */
-    time_t                      created;
-    ngx_http_llm_usage_t        usage;
-    ngx_str_t                   finish_reason;
-    ngx_str_t                   resp_model;    /* model the provider named */
-    ngx_str_t                   chunk_prefix;  /* of text chunks, cached */
-
-    ngx_http_llm_stream_t      *out;           /* the client's stream */
-
-    unsigned                    stream:1;      /* client asked stream */
-    unsigned                    include_usage:1;  /* client asked usage */
-    unsigned                    role_sent:1;
-};
-
-
-/*
- * A wire format.  Every function returns NGX_OK, NGX_ERROR (out of
- * memory), or, where said, NGX_DECLINED.
- */
-
-struct ngx_http_llm_driver_s {
-    ngx_str_t                   name;          /* "openai" */
-
-    /* provider's auth header: "Authorization" + "Bearer ", "x-api-key" */
-    ngx_str_t                   auth_header;
-    ngx_str_t                   auth_prefix;
-
-    /* extra request headers, NULL-terminated pairs, or NULL */
-    ngx_str_t                  *extra_headers;
-
-    /*
-     * Fill call->uri, call->args and call->body from call->request.
-     * NGX_DECLINED: this format cannot serve call->endpoint; the
-     * message goes to call->log at info level.
-     */
-    ngx_int_t                 (*build_request)(ngx_http_llm_call_t *call);
-
-    /*
-     * A whole 2xx body, parsed, into an OpenAI body (*out, a new
-     * reference; NULL: the body is sent unchanged).  Records usage in
-     * call->usage.  NGX_DECLINED: the body is not what the format
-     * promises (invalid response).  May be NULL for a driver whose
-     * parse_raw never returns NGX_AGAIN.
-     */
-    ngx_int_t                 (*parse_response)(ngx_http_llm_call_t *call,
-                                  json_t *in, json_t **out);
-
-    /*
-     * One SSE event of a 2xx stream.  event is the "event:" field (may
-     * be empty), data the joined "data:" lines.  Translated chunks go
-     * out with ngx_http_llm_stream_emit(); usage into call->usage (the
-     * core sends the usage chunk and "data: [DONE]" itself).
-     * NGX_DECLINED: malformed event.  NGX_DONE: the provider said the
-     * stream is over.
-     */
-    ngx_int_t                 (*parse_stream_event)(ngx_http_llm_call_t *call,
-                                  ngx_str_t *event, ngx_str_t *data);
-
-    /*
-     * A non-2xx answer (body may be empty or not JSON) into an OpenAI
-     * error.  err->status is preset to the provider's status.
-     */
-    void                      (*map_error)(ngx_http_llm_call_t *call,
-                                  ngx_uint_t status, ngx_str_t *body,
-                                  ngx_http_llm_error_t *err);
-
-    /*
-     * Optional: a whole 2xx body as bytes, read without a JSON tree.
-     * NGX_OK: the answer is the body unchanged, or call->answer when the
-     * driver wrote one; NGX_DECLINED: invalid response; NGX_AGAIN: not a
-     * case the driver reads this way, parse_response gets the tree.
-     */
-    ngx_int_t                 (*parse_raw)(ngx_http_llm_call_t *call,
-                                  ngx_str_t *body);
-
-    /* 1: build_request reads call->raw and call->members and sets
-     * call->raw_body; call->request may be NULL */
-    ngx_uint_t                  raw_request;
-};
-
-
 extern ngx_http_llm_driver_t  ngx_http_llm_openai_driver;
 extern ngx_http_llm_driver_t  ngx_http_llm_azure_driver;
 extern ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver;
 extern ngx_http_llm_driver_t  ngx_http_llm_gemini_driver;
 
 
-/* ngx_http_llm_request.c: the client's body as a tree, parsed on first
- * use (by drivers with raw_request that fall back to a tree); NULL if
- * jansson cannot parse it: build_request then returns NGX_ABORT */
-json_t *ngx_http_llm_call_tree(ngx_http_llm_call_t *call);
+/* ngx_http_llm_driver.c: the driver hooks, a NULL one's default in its
+ * place (see ngx_http_llm_driver_t) */
+/* the driver of a format= listed in config, or NULL */
+ngx_http_llm_driver_t *ngx_http_llm_driver_find(ngx_str_t *name);
+/* the media type of a stream framing: "text/event-stream" */
+ngx_str_t *ngx_http_llm_framing_type(ngx_http_llm_framing_e framing);
+ngx_int_t ngx_http_llm_driver_auth(ngx_http_llm_call_t *call,
+    ngx_list_t *headers, ngx_str_t *body);
+void ngx_http_llm_driver_error(ngx_http_llm_call_t *call, ngx_uint_t status,
+    ngx_str_t *body, ngx_http_llm_error_t *err);
+/* a parameter of llm_provider p: NGX_OK, NGX_DECLINED (unknown),
+ * NGX_ERROR (logged) */
+ngx_int_t ngx_http_llm_driver_param(ngx_conf_t *cf,
+    ngx_http_llm_provider_t *p, ngx_str_t *name, ngx_str_t *value);
+/* the pause in ms a failed answer of the provider asks for, 0: none */
+ngx_msec_t ngx_http_llm_driver_pause(ngx_http_llm_call_t *call,
+    ngx_uint_t status, ngx_list_t *headers);
 
 
-/* ngx_http_llm_util.c: helpers for drivers */
-
-/* a chunk skeleton {id, object, created, model, choices:[{index:0,
- * delta:{}, finish_reason:null}]}; *delta points into it */
-json_t *ngx_http_llm_chunk_new(ngx_http_llm_call_t *call, json_t **delta);
-/* ngx_http_llm_stream.c: the chunks of call->out */
-
-/* queue "data: <json>\n\n"; steals the reference to chunk */
-ngx_int_t ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk);
-/* queue a text chunk whose delta.content is text, a JSON string literal
- * (quotes included) taken from the provider's event as it is */
-ngx_int_t ngx_http_llm_stream_text(ngx_http_llm_call_t *call,
-    ngx_str_t *text);
-/* queue "data: <data>\n\n" as it is */
-ngx_int_t ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call,
-    ngx_str_t *data);
-/* the first chunk of a stream, once: {role:"assistant", content:""} */
-ngx_int_t ngx_http_llm_stream_role(ngx_http_llm_call_t *call);
+/* ngx_http_llm_stream.c: the client's stream, for the core */
 
 void ngx_http_llm_stream_init(ngx_http_llm_stream_t *s, ngx_pool_t *pool);
 /* queue "data: <data>\n\n" */
@@ -251,63 +89,10 @@ ngx_int_t ngx_http_llm_stream_data(ngx_http_llm_stream_t *s, ngx_str_t *data);
 ngx_int_t ngx_http_llm_stream_send(ngx_http_llm_stream_t *s,
     ngx_http_request_t *r, ngx_http_output_body_filter_pt output,
     ngx_uint_t last);
-/* serialize into pool memory */
-ngx_int_t ngx_http_llm_json_dump(ngx_pool_t *pool, json_t *json,
-    ngx_str_t *out);
-/* jansson string of an ngx_str_t */
-json_t *ngx_http_llm_json_str(ngx_str_t *s);
-/* borrow a string member; empty if missing or not a string */
-void ngx_http_llm_json_get_str(json_t *obj, const char *key, ngx_str_t *s);
-/* prefix + 24 random hex digits, into *id */
-ngx_int_t ngx_http_llm_make_id(ngx_http_llm_call_t *call, const char *prefix,
-    ngx_str_t *id);
-/* text of an OpenAI message "content": string or array of text parts,
- * joined; images ignored */
-ngx_int_t ngx_http_llm_content_text(ngx_pool_t *pool, json_t *content,
-    ngx_str_t *text);
-/* the status a provider error maps to for the client and a default
- * OpenAI error type for it */
-void ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err);
-/* a pool copy of src into dst unless dst is set or src empty: the first
- * id or model a provider names stays */
-ngx_int_t ngx_http_llm_str_keep(ngx_pool_t *pool, ngx_str_t *dst,
-    ngx_str_t *src);
-/* the URL of an OpenAI "image_url" content part; for a base64 data: URL
- * *type is its media type and *data the base64 text, for an http(s) URL
- * both are empty; NGX_DECLINED: neither */
-ngx_int_t ngx_http_llm_image_url(json_t *part, ngx_str_t *url,
-    ngx_str_t *type, ngx_str_t *data);
-/* a message's items (content blocks, parts) onto the last turn of turns
- * if it has this role (providers want roles to alternate), else onto a
- * new turn {key: items, role}; steals items, drops them if empty */
-ngx_int_t ngx_http_llm_turn_add(json_t *turns, const char *key,
-    const char *role, json_t *items);
-/* the "arguments" of an OpenAI tool call as an object, {} if they are
- * not one */
-json_t *ngx_http_llm_tool_args(ngx_str_t *args);
-/* an OpenAI tool call {function:{name, arguments}, id, type} of a
- * provider's call; input: its arguments object ({} if not an object) */
-json_t *ngx_http_llm_tool_call(ngx_pool_t *pool, ngx_str_t *id,
-    ngx_str_t *name, json_t *input);
-/* a completion skeleton {choices:[], id, object, created, model};
- * *choices points into it */
-json_t *ngx_http_llm_completion_new(ngx_http_llm_call_t *call, ngx_str_t *id,
-    ngx_str_t *model, json_t **choices);
-/* a choice {message, index, logprobs:null, finish_reason} onto choices;
- * steals message */
-ngx_int_t ngx_http_llm_choice_add(json_t *choices, json_int_t index,
-    json_t *message, const char *finish);
-/* NGX_OK if a model name can be a segment of a provider's URI path as
- * it is: letters, digits, "-", "." and "_", and neither "." nor "..";
- * NGX_DECLINED otherwise */
-ngx_int_t ngx_http_llm_path_name(ngx_str_t *name);
-/* s itself, or a pool copy with control characters and non-ASCII bytes
- * (and with quotes, '"' and '\\' too) written as \xHH: for a response
- * header (quotes 0) or a log line (quotes 1); never NULL */
-ngx_str_t *ngx_http_llm_escape(ngx_pool_t *pool, ngx_str_t *s,
-    ngx_uint_t quotes);
-/* every occurrence of secret in text replaced in place by "[redacted]"
- * (by as many "*" when the secret is shorter); text->len may shrink */
+
+/* ngx_http_llm_util.c: every occurrence of secret in text replaced in
+ * place by "[redacted]" (by as many "*" when the secret is shorter);
+ * text->len may shrink */
 void ngx_http_llm_redact(ngx_str_t *text, ngx_str_t *secret);
 
 

@@ -4,12 +4,14 @@
  */
 
 
-#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_driver.h"
 
 
 static ngx_int_t ngx_http_llm_openai_build(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_build(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_body(ngx_http_llm_call_t *call);
+static ngx_int_t ngx_http_llm_azure_param(ngx_conf_t *cf,
+    ngx_http_llm_provider_t *p, ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_llm_openai_event(ngx_http_llm_call_t *call,
     ngx_str_t *event, ngx_str_t *data);
 static void ngx_http_llm_openai_error(ngx_http_llm_call_t *call,
@@ -21,33 +23,39 @@ static void ngx_http_llm_openai_usage_raw(ngx_http_llm_call_t *call,
     ngx_str_t *usage);
 static ngx_int_t ngx_http_llm_openai_copy(ngx_http_llm_call_t *call,
     ngx_str_t *v, ngx_str_t *to);
+static ngx_msec_t ngx_http_llm_openai_pause(ngx_http_llm_call_t *call,
+    ngx_uint_t status, ngx_list_t *headers);
+static ngx_int_t ngx_http_llm_openai_duration(ngx_str_t *s, ngx_msec_t *ms);
+
+
+static ngx_str_t  ngx_http_llm_azure_version = ngx_string("2024-10-21");
 
 
 ngx_http_llm_driver_t  ngx_http_llm_openai_driver = {
-    ngx_string("openai"),
-    ngx_string("Authorization"),
-    ngx_string("Bearer "),
-    NULL,
-    ngx_http_llm_openai_build,
-    NULL,
-    ngx_http_llm_openai_event,
-    ngx_http_llm_openai_error,
-    ngx_http_llm_openai_parse_raw,
-    1
+    .name = ngx_string("openai"),
+    .auth_header = ngx_string("Authorization"),
+    .auth_prefix = ngx_string("Bearer "),
+    .framing = NGX_HTTP_LLM_FRAMING_SSE,
+    .build_request = ngx_http_llm_openai_build,
+    .parse_raw = ngx_http_llm_openai_parse_raw,
+    .parse_stream_event = ngx_http_llm_openai_event,
+    .map_error = ngx_http_llm_openai_error,
+    .pause = ngx_http_llm_openai_pause,
+    .raw_request = 1
 };
 
 
 ngx_http_llm_driver_t  ngx_http_llm_azure_driver = {
-    ngx_string("azure"),
-    ngx_string("api-key"),
-    ngx_null_string,
-    NULL,
-    ngx_http_llm_azure_build,
-    NULL,
-    ngx_http_llm_openai_event,
-    ngx_http_llm_openai_error,
-    ngx_http_llm_openai_parse_raw,
-    0
+    .name = ngx_string("azure"),
+    .auth_header = ngx_string("api-key"),
+    .framing = NGX_HTTP_LLM_FRAMING_SSE,
+    .build_request = ngx_http_llm_azure_build,
+    .parse_raw = ngx_http_llm_openai_parse_raw,
+    .parse_stream_event = ngx_http_llm_openai_event,
+    .map_error = ngx_http_llm_openai_error,
+    .param = ngx_http_llm_azure_param,
+    .pause = ngx_http_llm_openai_pause,
+    .raw_request = 1
 };
 
 
@@ -73,12 +81,13 @@ ngx_http_llm_openai_build(ngx_http_llm_call_t *call)
 static ngx_int_t
 ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
 {
-    u_char      *p, *last, *brace;
-    size_t       len;
-    ngx_str_t   *model, *opts, with[2];
-    ngx_uint_t   i, n;
-    u_char      *from[2], *to[2], *tp;
-    ngx_str_t    tw;
+    u_char              *p, *last, *brace;
+    size_t               len;
+    ngx_str_t           *model, *opts, with[2];
+    ngx_uint_t           i, n;
+    u_char              *from[2], *to[2], *tp;
+    ngx_str_t            tw;
+    ngx_http_llm_out_t   o;
 
     static ngx_str_t  usage = ngx_string("{\"include_usage\":true}");
     static ngx_str_t  member =
@@ -91,18 +100,18 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
     len = call->raw.len;
 
     if (call->model.data != call->public_model.data) {
-        with[n].len = 2 + call->model.len
-                      + ngx_escape_json(NULL, call->model.data,
-                                        call->model.len);
-        with[n].data = ngx_pnalloc(call->pool, with[n].len);
+        o.pos = NULL;
+        o.len = 0;
+
+        ngx_http_llm_out_string(&o, &call->model);
+
+        with[n].data = ngx_http_llm_out_alloc(&o, call->pool);
         if (with[n].data == NULL) {
             return NGX_ERROR;
         }
 
-        p = with[n].data;
-        *p++ = '"';
-        p = (u_char *) ngx_escape_json(p, call->model.data, call->model.len);
-        *p = '"';
+        ngx_http_llm_out_string(&o, &call->model);
+        with[n].len = o.pos - with[n].data;
 
         from[n] = model->data;
         to[n] = model->data + model->len;
@@ -277,6 +286,10 @@ ngx_http_llm_azure_build(ngx_http_llm_call_t *call)
 
     ver = &call->provider->api_version;
 
+    if (ver->len == 0) {
+        ver = &ngx_http_llm_azure_version;
+    }
+
     p = ngx_pnalloc(call->pool, sizeof("api-version=") - 1 + ver->len);
     if (p == NULL) {
         return NGX_ERROR;
@@ -293,11 +306,16 @@ ngx_http_llm_azure_build(ngx_http_llm_call_t *call)
 static ngx_int_t
 ngx_http_llm_azure_body(ngx_http_llm_call_t *call)
 {
-    json_t  *body, *opts;
+    json_t  *req, *body, *opts;
+
+    req = ngx_http_llm_call_tree(call);
+    if (req == NULL) {
+        return NGX_ABORT;
+    }
 
     /* a shallow copy: only top-level members are replaced */
 
-    body = json_copy(call->request);
+    body = json_copy(req);
     if (body == NULL) {
         return NGX_ERROR;
     }
@@ -326,6 +344,24 @@ failed:
 
     json_decref(body);
     return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_azure_param(ngx_conf_t *cf, ngx_http_llm_provider_t *p,
+    ngx_str_t *name, ngx_str_t *value)
+{
+    if (name->len != sizeof("api_version") - 1
+        || ngx_strncmp(name->data, "api_version", name->len) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* empty: the default, set after the directive is read */
+
+    p->api_version = *value;
+
+    return NGX_OK;
 }
 
 
@@ -458,4 +494,126 @@ ngx_http_llm_openai_error(ngx_http_llm_call_t *call, ngx_uint_t status,
     }
 
     json_decref(root);
+}
+
+
+/*
+ * Retry-After, or else OpenAI's rate limit headers: the reset time of
+ * whichever limit is used up.
+ */
+
+static ngx_msec_t
+ngx_http_llm_openai_pause(ngx_http_llm_call_t *call, ngx_uint_t status,
+    ngx_list_t *headers)
+{
+    ngx_msec_t        ms, best;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h, *rem;
+
+    static char  *resets[] = {
+        "x-ratelimit-reset-requests", "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"
+    };
+
+    if (status != NGX_HTTP_TOO_MANY_REQUESTS
+        && status != NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
+        return 0;
+    }
+
+    if (ngx_http_llm_pause_retry_after(headers, &ms) == NGX_OK) {
+        return ms;
+    }
+
+    best = 0;
+
+    for (i = 0; i < 4; i += 2) {
+        h = ngx_http_llm_header_find(headers, resets[i]);
+        rem = ngx_http_llm_header_find(headers, resets[i + 1]);
+
+        if (h == NULL || rem == NULL
+            || rem->value.len != 1 || rem->value.data[0] != '0')
+        {
+            continue;
+        }
+
+        if (ngx_http_llm_openai_duration(&h->value, &ms) == NGX_OK
+            && ms > best)
+        {
+            best = ms;
+        }
+    }
+
+    return best;
+}
+
+
+/* "1s", "6m0s", "20ms", "1h2m3.5s" */
+
+static ngx_int_t
+ngx_http_llm_openai_duration(ngx_str_t *s, ngx_msec_t *ms)
+{
+    u_char      *p, *last;
+    ngx_msec_t   total, whole, frac, scale, unit;
+
+    p = s->data;
+    last = p + s->len;
+    total = 0;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    while (p < last) {
+        whole = 0;
+        frac = 0;
+        scale = 1;
+
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            whole = whole * 10 + (*p++ - '0');
+        }
+
+        if (p < last && *p == '.') {
+            p++;
+
+            while (p < last && *p >= '0' && *p <= '9') {
+                if (scale < 1000) {
+                    frac = frac * 10 + (*p - '0');
+                    scale *= 10;
+                }
+
+                p++;
+            }
+        }
+
+        if (last - p >= 2 && p[0] == 'm' && p[1] == 's') {
+            unit = 1;
+            p += 2;
+
+        } else if (p < last && *p == 's') {
+            unit = 1000;
+            p++;
+
+        } else if (p < last && *p == 'm') {
+            unit = 60000;
+            p++;
+
+        } else if (p < last && *p == 'h') {
+            unit = 3600000;
+            p++;
+
+        } else {
+            return NGX_ERROR;
+        }
+
+        total += whole * unit + frac * unit / scale;
+    }
+
+    *ms = total;
+
+    return NGX_OK;
 }

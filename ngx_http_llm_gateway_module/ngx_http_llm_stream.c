@@ -20,6 +20,10 @@ static ngx_int_t ngx_http_llm_stream_reserve(ngx_http_llm_stream_t *s,
     size_t n);
 static int ngx_http_llm_stream_dump_cb(const char *buffer, size_t size,
     void *data);
+static void ngx_http_llm_stream_prefix(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o);
+static void ngx_http_llm_stream_error_write(ngx_http_llm_out_t *o,
+    ngx_str_t *type, ngx_str_t *code, ngx_str_t *message);
 
 
 void
@@ -169,10 +173,8 @@ ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
 ngx_int_t
 ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
 {
-    u_char     *p;
-    size_t      len;
-    ngx_buf_t  *b;
-    ngx_str_t  *model;
+    ngx_buf_t           *b;
+    ngx_http_llm_out_t   o;
 
     static u_char  suffix[] = "},\"finish_reason\":null}]}\n\n";
 
@@ -181,37 +183,23 @@ ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
     }
 
     /* the chunk is written, not built: its fields in the order of
-     * ngx_http_llm_chunk_new() */
+     * ngx_http_llm_chunk_new(); the prefix is the same for every text
+     * chunk of the stream */
 
     if (call->chunk_prefix.len == 0) {
-        model = call->resp_model.len ? &call->resp_model : &call->model;
+        o.pos = NULL;
+        o.len = 0;
 
-        len = sizeof("data: {\"id\":\"\",\"object\":\"chat.completion.chunk\","
-                     "\"created\":,\"model\":\"\",\"choices\":[{\"index\":0,"
-                     "\"delta\":{\"content\":")
-              + call->id.len
-              + ngx_escape_json(NULL, call->id.data, call->id.len)
-              + NGX_TIME_T_LEN + model->len
-              + ngx_escape_json(NULL, model->data, model->len);
+        ngx_http_llm_stream_prefix(call, &o);
 
-        p = ngx_pnalloc(call->pool, len);
-        if (p == NULL) {
+        call->chunk_prefix.data = ngx_http_llm_out_alloc(&o, call->pool);
+        if (call->chunk_prefix.data == NULL) {
             return NGX_ERROR;
         }
 
-        call->chunk_prefix.data = p;
+        ngx_http_llm_stream_prefix(call, &o);
 
-        p = ngx_cpymem(p, "data: {\"id\":\"", sizeof("data: {\"id\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, call->id.data, call->id.len);
-        p = ngx_sprintf(p, "\",\"object\":\"chat.completion.chunk\","
-                           "\"created\":%T,\"model\":\"", call->created);
-        p = (u_char *) ngx_escape_json(p, model->data, model->len);
-        p = ngx_cpymem(p, "\",\"choices\":[{\"index\":0,\"delta\":"
-                          "{\"content\":",
-                       sizeof("\",\"choices\":[{\"index\":0,\"delta\":"
-                              "{\"content\":") - 1);
-
-        call->chunk_prefix.len = p - call->chunk_prefix.data;
+        call->chunk_prefix.len = o.pos - call->chunk_prefix.data;
     }
 
     if (ngx_http_llm_stream_reserve(call->out,
@@ -229,6 +217,25 @@ ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
     b->last = ngx_cpymem(b->last, suffix, sizeof(suffix) - 1);
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_stream_prefix(ngx_http_llm_call_t *call, ngx_http_llm_out_t *o)
+{
+    ngx_str_t  *model;
+
+    model = call->resp_model.len ? &call->resp_model : &call->model;
+
+    ngx_http_llm_out_lit(o, "data: {\"id\":");
+    ngx_http_llm_out_string(o, &call->id);
+    ngx_http_llm_out_lit(o, ",\"object\":\"chat.completion.chunk\","
+                            "\"created\":");
+    ngx_http_llm_out_int(o, call->created);
+    ngx_http_llm_out_lit(o, ",\"model\":");
+    ngx_http_llm_out_string(o, model);
+    ngx_http_llm_out_lit(o, ",\"choices\":[{\"index\":0,\"delta\":"
+                            "{\"content\":");
 }
 
 
@@ -297,4 +304,83 @@ ngx_http_llm_stream_role(ngx_http_llm_call_t *call)
     call->role_sent = 1;
 
     return ngx_http_llm_stream_emit(call, chunk);
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_finish(ngx_http_llm_call_t *call, json_int_t index,
+    const char *finish)
+{
+    json_t  *chunk, *delta, *choice;
+
+    chunk = ngx_http_llm_chunk_at(call, index, &delta);
+    if (chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    choice = json_array_get(json_object_get(chunk, "choices"), 0);
+
+    if (json_object_set_new(choice, "finish_reason", json_string(finish))
+        != 0)
+    {
+        json_decref(chunk);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_stream_emit(call, chunk);
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_error(ngx_http_llm_call_t *call, ngx_str_t *type,
+    ngx_str_t *code, ngx_str_t *message)
+{
+    ngx_buf_t           *b;
+    ngx_http_llm_out_t   o;
+
+    ngx_log_error(NGX_LOG_ERR, call->log, 0,
+                  "llm provider \"%V\" model \"%V\" stream error: %V: %V",
+                  &call->provider->name,
+                  ngx_http_llm_escape(call->pool, &call->model, 1),
+                  ngx_http_llm_escape(call->pool, code->len ? code : type, 1),
+                  ngx_http_llm_escape(call->pool, message, 1));
+
+    o.pos = NULL;
+    o.len = 0;
+
+    ngx_http_llm_stream_error_write(&o, type, code, message);
+
+    if (ngx_http_llm_stream_reserve(call->out, o.len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = call->out->pend->buf;
+    o.pos = b->last;
+
+    ngx_http_llm_stream_error_write(&o, type, code, message);
+
+    b->last = o.pos;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_llm_stream_error_write(ngx_http_llm_out_t *o, ngx_str_t *type,
+    ngx_str_t *code, ngx_str_t *message)
+{
+    ngx_http_llm_out_lit(o, "data: {\"error\":{\"message\":");
+    ngx_http_llm_out_string(o, message);
+    ngx_http_llm_out_lit(o, ",\"type\":");
+    ngx_http_llm_out_string(o, type);
+    ngx_http_llm_out_lit(o, ",\"param\":null,\"code\":");
+
+    if (code->len) {
+        ngx_http_llm_out_string(o, code);
+
+    } else {
+        ngx_http_llm_out_lit(o, "null");
+    }
+
+    ngx_http_llm_out_lit(o, "}}\n\n");
 }

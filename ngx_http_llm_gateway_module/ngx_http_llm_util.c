@@ -16,6 +16,10 @@ typedef struct {
 
 
 static int ngx_http_llm_dump_cb(const char *buffer, size_t size, void *data);
+static ngx_int_t ngx_http_llm_turn_user(ngx_http_llm_call_t *call,
+    ngx_http_llm_turns_t *conv, json_t *msg, json_t *items);
+static ngx_int_t ngx_http_llm_turn_assistant(ngx_http_llm_call_t *call,
+    ngx_http_llm_turns_t *conv, json_t *msg, json_t *items);
 
 
 static int
@@ -84,6 +88,22 @@ json_t *
 ngx_http_llm_json_str(ngx_str_t *s)
 {
     return json_stringn(s->data ? (const char *) s->data : "", s->len);
+}
+
+
+json_t *
+ngx_http_llm_json_object(ngx_str_t *text)
+{
+    json_t  *root;
+
+    root = json_loadb((char *) text->data, text->len, 0, NULL);
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return NULL;
+    }
+
+    return root;
 }
 
 
@@ -183,6 +203,28 @@ failed:
 }
 
 
+json_t *
+ngx_http_llm_chunk_at(ngx_http_llm_call_t *call, json_int_t index,
+    json_t **delta)
+{
+    json_t  *chunk, *choice;
+
+    chunk = ngx_http_llm_chunk_new(call, delta);
+    if (chunk == NULL || index == 0) {
+        return chunk;
+    }
+
+    choice = json_array_get(json_object_get(chunk, "choices"), 0);
+
+    if (json_object_set_new(choice, "index", json_integer(index)) != 0) {
+        json_decref(chunk);
+        return NULL;
+    }
+
+    return chunk;
+}
+
+
 ngx_int_t
 ngx_http_llm_content_text(ngx_pool_t *pool, json_t *content, ngx_str_t *text)
 {
@@ -268,11 +310,6 @@ ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err)
         ngx_str_set(&err->code, "rate_limit_exceeded");
         break;
 
-    case NGX_HTTP_LLM_OVERLOADED:
-        err->status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        ngx_str_set(&err->type, "overloaded_error");
-        break;
-
     default:
         if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
             ngx_str_set(&err->type, "api_error");
@@ -283,6 +320,128 @@ ngx_http_llm_error_defaults(ngx_uint_t status, ngx_http_llm_error_t *err)
     }
 
     ngx_str_null(&err->message);
+}
+
+
+ngx_int_t
+ngx_http_llm_text_join(ngx_pool_t *pool, json_t *items, const char *type,
+    ngx_str_t *text)
+{
+    u_char     *p;
+    size_t      i, len;
+    json_t     *item;
+    ngx_uint_t  pass;
+    ngx_str_t   s, t;
+
+    len = 0;
+    p = NULL;
+
+    /* the first pass measures, the second copies */
+
+    for (pass = 0; pass < 2; pass++) {
+
+        json_array_foreach(items, i, item) {
+
+            if (type) {
+                ngx_http_llm_json_get_str(item, "type", &t);
+
+                if (t.len != ngx_strlen(type)
+                    || ngx_strncmp(t.data, type, t.len) != 0)
+                {
+                    continue;
+                }
+            }
+
+            if (json_is_true(json_object_get(item, "thought"))) {
+                continue;
+            }
+
+            ngx_http_llm_json_get_str(item, "text", &s);
+
+            if (pass == 0) {
+                len += s.len;
+
+            } else if (s.len) {
+                p = ngx_cpymem(p, s.data, s.len);
+            }
+        }
+
+        if (len == 0) {
+            ngx_str_null(text);
+            return NGX_OK;
+        }
+
+        if (pass == 0) {
+            p = ngx_pnalloc(pool, len + 1);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            text->data = p;
+        }
+    }
+
+    *p = '\0';
+    text->len = len;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_error_read(ngx_http_llm_call_t *call, ngx_uint_t status,
+    json_t *error, const char *type_key, const char *code_key,
+    ngx_http_llm_error_t *err)
+{
+    u_char     *p;
+    ngx_str_t   s, *name;
+
+    if (type_key) {
+        ngx_http_llm_json_get_str(error, type_key, &s);
+
+        if (s.len) {
+            p = ngx_pstrdup(call->pool, &s);
+            if (p != NULL) {
+                err->type.data = p;
+                err->type.len = s.len;
+            }
+        }
+    }
+
+    if (code_key) {
+        ngx_http_llm_json_get_str(error, code_key, &s);
+
+        if (s.len) {
+            p = ngx_pstrdup(call->pool, &s);
+            if (p != NULL) {
+                err->code.data = p;
+                err->code.len = s.len;
+            }
+        }
+    }
+
+    ngx_http_llm_json_get_str(error, "message", &s);
+
+    if (s.len) {
+        p = ngx_pstrdup(call->pool, &s);
+        if (p != NULL) {
+            err->message.data = p;
+            err->message.len = s.len;
+        }
+
+        return;
+    }
+
+    name = &call->provider->driver->name;
+
+    p = ngx_pnalloc(call->pool, name->len + sizeof(" returned HTTP ") - 1
+                                + NGX_INT_T_LEN);
+    if (p != NULL) {
+        err->message.data = p;
+        err->message.len = ngx_sprintf(p, "%V returned HTTP %ui", name,
+                                       status)
+                           - p;
+    }
 }
 
 
@@ -513,6 +672,400 @@ ngx_http_llm_choice_add(json_t *choices, json_int_t index, json_t *message,
     }
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_turns(ngx_http_llm_call_t *call, json_t *req, json_t *body,
+    json_t *turns, ngx_http_llm_turns_t *conv)
+{
+    size_t       i;
+    json_t      *messages, *msg, *items;
+    ngx_int_t    rc;
+    ngx_str_t    role, text, *format;
+    const char  *turn_role;
+
+    format = &call->provider->driver->name;
+
+    messages = json_object_get(req, "messages");
+
+    if (!json_is_array(messages)) {
+        ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                      "llm provider \"%V\" (%V): no messages",
+                      &call->provider->name, format);
+        return NGX_DECLINED;
+    }
+
+    json_array_foreach(messages, i, msg) {
+
+        ngx_http_llm_json_get_str(msg, "role", &role);
+
+        if (ngx_http_llm_str_is(&role, "system")
+            || ngx_http_llm_str_is(&role, "developer"))
+        {
+            if (ngx_http_llm_content_text(call->pool,
+                                          json_object_get(msg, "content"),
+                                          &text)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (text.len && conv->system(call, body, &text) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        items = json_array();
+        if (items == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_str_is(&role, "user")) {
+            turn_role = "user";
+            rc = ngx_http_llm_turn_user(call, conv, msg, items);
+
+        } else if (ngx_http_llm_str_is(&role, "assistant")) {
+            turn_role = conv->assistant;
+            rc = ngx_http_llm_turn_assistant(call, conv, msg, items);
+
+        } else if (ngx_http_llm_str_is(&role, "tool")) {
+            turn_role = "user";
+            rc = conv->tool_result(call, messages, i, items);
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "llm provider \"%V\" (%V): message "
+                          "with role \"%V\" ignored",
+                          &call->provider->name, format,
+                          ngx_http_llm_escape(call->pool, &role, 1));
+            json_decref(items);
+            continue;
+        }
+
+        if (rc != NGX_OK) {
+            json_decref(items);
+            return rc;
+        }
+
+        if (ngx_http_llm_turn_add(turns, conv->key, turn_role, items)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_turn_user(ngx_http_llm_call_t *call, ngx_http_llm_turns_t *conv,
+    json_t *msg, json_t *items)
+{
+    size_t      i;
+    json_t     *content, *part;
+    ngx_str_t   type, text;
+
+    content = json_object_get(msg, "content");
+
+    if (json_is_string(content)) {
+        return conv->text(items, (u_char *) json_string_value(content),
+                          json_string_length(content));
+    }
+
+    json_array_foreach(content, i, part) {
+
+        ngx_http_llm_json_get_str(part, "type", &type);
+
+        if (ngx_http_llm_str_is(&type, "text")) {
+            ngx_http_llm_json_get_str(part, "text", &text);
+
+            if (conv->text(items, text.data, text.len) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_llm_str_is(&type, "image_url")) {
+
+            if (conv->image(call, part, items) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "llm provider \"%V\" (%V): content part "
+                          "\"%V\" ignored", &call->provider->name,
+                          &call->provider->driver->name,
+                          ngx_http_llm_escape(call->pool, &type, 1));
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_turn_assistant(ngx_http_llm_call_t *call,
+    ngx_http_llm_turns_t *conv, json_t *msg, json_t *items)
+{
+    size_t      i;
+    json_t     *calls, *tc, *fn;
+    ngx_str_t   text, id, name, args;
+
+    if (ngx_http_llm_content_text(call->pool, json_object_get(msg, "content"),
+                                  &text)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (conv->text(items, text.data, text.len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    calls = json_object_get(msg, "tool_calls");
+
+    json_array_foreach(calls, i, tc) {
+
+        fn = json_object_get(tc, "function");
+
+        ngx_http_llm_json_get_str(tc, "id", &id);
+        ngx_http_llm_json_get_str(fn, "name", &name);
+        ngx_http_llm_json_get_str(fn, "arguments", &args);
+
+        if (conv->tool_call(items, &id, &name, ngx_http_llm_tool_args(&args))
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+json_int_t
+ngx_http_llm_max_tokens(json_t *req)
+{
+    json_t  *v;
+
+    v = json_object_get(req, "max_completion_tokens");
+
+    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+        v = json_object_get(req, "max_tokens");
+    }
+
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        return json_integer_value(v);
+    }
+
+    return 0;
+}
+
+
+ngx_int_t
+ngx_http_llm_stop(json_t *req, json_t **stop)
+{
+    size_t   i;
+    json_t  *v, *s, *list;
+
+    *stop = NULL;
+
+    v = json_object_get(req, "stop");
+
+    if (!json_is_string(v) && !json_is_array(v)) {
+        return NGX_OK;
+    }
+
+    list = json_array();
+    if (list == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (json_is_string(v)) {
+        if (json_string_length(v) && json_array_append(list, v) != 0) {
+            json_decref(list);
+            return NGX_ERROR;
+        }
+
+    } else {
+        json_array_foreach(v, i, s) {
+            if (json_is_string(s) && json_string_length(s)
+                && json_array_append(list, s) != 0)
+            {
+                json_decref(list);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return NGX_OK;
+    }
+
+    *stop = list;
+
+    return NGX_OK;
+}
+
+
+json_t *
+ngx_http_llm_tools(ngx_http_llm_call_t *call, json_t *req,
+    const char *schema_key, ngx_uint_t dflt)
+{
+    size_t      i;
+    json_t     *tools, *tool, *fn, *out, *t, *v;
+    ngx_str_t   name;
+
+    out = json_array();
+    if (out == NULL) {
+        return NULL;
+    }
+
+    tools = json_object_get(req, "tools");
+
+    json_array_foreach(tools, i, tool) {
+
+        fn = json_object_get(tool, "function");
+        ngx_http_llm_json_get_str(fn, "name", &name);
+
+        if (name.len == 0) {
+            ngx_log_error(NGX_LOG_INFO, call->log, 0,
+                          "llm provider \"%V\" (%V): tool without "
+                          "function name ignored", &call->provider->name,
+                          &call->provider->driver->name);
+            continue;
+        }
+
+        t = json_object();
+        if (json_array_append_new(out, t) != 0
+            || json_object_set_new(t, "name", ngx_http_llm_json_str(&name))
+               != 0)
+        {
+            goto failed;
+        }
+
+        v = json_object_get(fn, "description");
+
+        if (json_is_string(v) && json_object_set(t, "description", v) != 0) {
+            goto failed;
+        }
+
+        v = json_object_get(fn, "parameters");
+
+        if (json_is_object(v)) {
+            v = json_deep_copy(v);
+
+        } else if (dflt) {
+            v = json_pack("{s:s, s:{}}", "type", "object", "properties");
+
+        } else {
+            continue;
+        }
+
+        if (json_object_set_new(t, schema_key, v) != 0) {
+            goto failed;
+        }
+    }
+
+    return out;
+
+failed:
+
+    json_decref(out);
+    return NULL;
+}
+
+
+ngx_uint_t
+ngx_http_llm_tool_choice(json_t *req, ngx_str_t *name)
+{
+    json_t     *v;
+    ngx_str_t   mode;
+
+    v = json_object_get(req, "tool_choice");
+
+    ngx_str_null(name);
+
+    if (json_is_string(v)) {
+        mode.data = (u_char *) json_string_value(v);
+        mode.len = json_string_length(v);
+
+        if (mode.len == 8 && ngx_strncmp(mode.data, "required", 8) == 0) {
+            return NGX_HTTP_LLM_TOOLS_REQUIRED;
+        }
+
+        if (mode.len == 4 && ngx_strncmp(mode.data, "none", 4) == 0) {
+            return NGX_HTTP_LLM_TOOLS_NONE;
+        }
+
+        return NGX_HTTP_LLM_TOOLS_AUTO;
+    }
+
+    if (json_is_object(v)) {
+        ngx_http_llm_json_get_str(json_object_get(v, "function"), "name",
+                                  name);
+
+        return name->len ? NGX_HTTP_LLM_TOOLS_FUNCTION
+                         : NGX_HTTP_LLM_TOOLS_AUTO;
+    }
+
+    return NGX_HTTP_LLM_TOOLS_UNSET;
+}
+
+
+json_t *
+ngx_http_llm_usage_json(json_int_t prompt, json_int_t completion,
+    json_int_t total, json_int_t cached, json_int_t reasoning)
+{
+    json_t  *res, *details;
+
+    res = json_object();
+
+    if (json_object_set_new(res, "prompt_tokens", json_integer(prompt)) != 0
+        || json_object_set_new(res, "completion_tokens",
+                               json_integer(completion))
+           != 0
+        || json_object_set_new(res, "total_tokens", json_integer(total))
+           != 0)
+    {
+        goto failed;
+    }
+
+    if (cached >= 0) {
+        details = json_object();
+
+        if (json_object_set_new(res, "prompt_tokens_details", details) != 0
+            || json_object_set_new(details, "cached_tokens",
+                                   json_integer(cached))
+               != 0)
+        {
+            goto failed;
+        }
+    }
+
+    if (reasoning >= 0) {
+        details = json_object();
+
+        if (json_object_set_new(res, "completion_tokens_details", details)
+            != 0
+            || json_object_set_new(details, "reasoning_tokens",
+                                   json_integer(reasoning))
+               != 0)
+        {
+            goto failed;
+        }
+    }
+
+    return res;
+
+failed:
+
+    json_decref(res);
+    return NULL;
 }
 
 
