@@ -110,8 +110,7 @@ ngx_http_llm_driver_t  ngx_http_llm_anthropic_driver = {
     .parse_response = ngx_http_llm_anthropic_parse_response,
     .parse_stream_event = ngx_http_llm_anthropic_parse_stream_event,
     .map_error = ngx_http_llm_anthropic_map_error,
-    .pause = ngx_http_llm_anthropic_pause,
-    .raw_request = 1
+    .pause = ngx_http_llm_anthropic_pause
 };
 
 

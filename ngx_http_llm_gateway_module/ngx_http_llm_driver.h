@@ -219,10 +219,6 @@ struct ngx_http_llm_driver_s {
      */
     ngx_msec_t                (*pause)(ngx_http_llm_call_t *call,
                                   ngx_uint_t status, ngx_list_t *headers);
-
-    /* 1: build_request reads call->raw and asks for a tree itself; read
-     * by the core's eager parse only, which can go: every driver asks */
-    ngx_uint_t                  raw_request;
 };
 
 

@@ -86,8 +86,7 @@ ngx_http_llm_driver_t  ngx_http_llm_gemini_driver = {
     .build_request = ngx_http_llm_gemini_build_request,
     .parse_response = ngx_http_llm_gemini_parse_response,
     .parse_stream_event = ngx_http_llm_gemini_parse_stream_event,
-    .map_error = ngx_http_llm_gemini_map_error,
-    .raw_request = 1
+    .map_error = ngx_http_llm_gemini_map_error
 };
 
 

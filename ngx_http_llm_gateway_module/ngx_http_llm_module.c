@@ -7,10 +7,6 @@
 #include "ngx_http_llm_module.h"
 
 
-typedef struct {
-    ngx_str_t                   name;
-    ngx_http_llm_driver_t      *driver;
-} ngx_http_llm_format_t;
 
 
 static ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
@@ -42,15 +38,6 @@ static char *ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
-
-
-static ngx_http_llm_format_t  ngx_http_llm_formats[] = {
-    { ngx_string("openai"), &ngx_http_llm_openai_driver },
-    { ngx_string("azure"), &ngx_http_llm_azure_driver },
-    { ngx_string("anthropic"), &ngx_http_llm_anthropic_driver },
-    { ngx_string("gemini"), &ngx_http_llm_gemini_driver },
-    { ngx_null_string, NULL }
-};
 
 
 static ngx_conf_bitmask_t  ngx_http_llm_fallback_masks[] = {
@@ -656,8 +643,9 @@ ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
-    ngx_str_t                *value, s, key_file;
-    ngx_uint_t                i, j;
+    u_char                   *eq;
+    ngx_str_t                *value, s, key_file, name, *params;
+    ngx_uint_t                i, n;
     ngx_http_llm_provider_t  *p;
 
     value = cf->args->elts;
@@ -685,21 +673,20 @@ ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     p->name = value[1];
     ngx_str_null(&key_file);
 
+    params = ngx_palloc(cf->temp_pool, cf->args->nelts * sizeof(ngx_str_t));
+    if (params == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    n = 0;
+
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "format=", 7) == 0) {
             s.data = value[i].data + 7;
             s.len = value[i].len - 7;
 
-            for (j = 0; ngx_http_llm_formats[j].name.len; j++) {
-                if (ngx_http_llm_formats[j].name.len == s.len
-                    && ngx_strncmp(ngx_http_llm_formats[j].name.data, s.data,
-                                   s.len) == 0)
-                {
-                    p->driver = ngx_http_llm_formats[j].driver;
-                    break;
-                }
-            }
+            p->driver = ngx_http_llm_driver_find(&s);
 
             if (p->driver == NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -748,16 +735,8 @@ ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "api_version=", 12) == 0) {
-            p->api_version.data = value[i].data + 12;
-            p->api_version.len = value[i].len - 12;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "llm_provider \"%V\": invalid parameter \"%V\"",
-                           &value[1], &value[i]);
-        return NGX_CONF_ERROR;
+        /* the format's own, once the format is known */
+        params[n++] = value[i];
     }
 
     if (p->driver == NULL) {
@@ -774,8 +753,29 @@ ngx_http_llm_provider(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (p->driver == &ngx_http_llm_azure_driver && p->api_version.len == 0) {
-        ngx_str_set(&p->api_version, "2024-10-21");
+    for (i = 0; i < n; i++) {
+        eq = ngx_strlchr(params[i].data, params[i].data + params[i].len, '=');
+
+        if (eq) {
+            name.data = params[i].data;
+            name.len = eq - params[i].data;
+            s.data = eq + 1;
+            s.len = params[i].data + params[i].len - s.data;
+
+            switch (ngx_http_llm_driver_param(cf, p, &name, &s)) {
+
+            case NGX_OK:
+                continue;
+
+            case NGX_ERROR:
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_provider \"%V\": invalid parameter \"%V\"",
+                           &value[1], &params[i]);
+        return NGX_CONF_ERROR;
     }
 
     if (key_file.len) {

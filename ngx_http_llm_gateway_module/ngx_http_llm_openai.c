@@ -40,8 +40,7 @@ ngx_http_llm_driver_t  ngx_http_llm_openai_driver = {
     .parse_raw = ngx_http_llm_openai_parse_raw,
     .parse_stream_event = ngx_http_llm_openai_event,
     .map_error = ngx_http_llm_openai_error,
-    .pause = ngx_http_llm_openai_pause,
-    .raw_request = 1
+    .pause = ngx_http_llm_openai_pause
 };
 
 
@@ -54,8 +53,7 @@ ngx_http_llm_driver_t  ngx_http_llm_azure_driver = {
     .parse_stream_event = ngx_http_llm_openai_event,
     .map_error = ngx_http_llm_openai_error,
     .param = ngx_http_llm_azure_param,
-    .pause = ngx_http_llm_openai_pause,
-    .raw_request = 1
+    .pause = ngx_http_llm_openai_pause
 };
 
 

@@ -11,8 +11,8 @@
  * A gateway request, from its body to its end:
  *
  *   content handler (ngx_http_llm_module.c), body read
- *     -> ngx_http_llm_body_handler: validate, route, parse if a target
- *        needs a tree
+ *     -> ngx_http_llm_body_handler: validate, route (drivers parse the
+ *        body into a tree themselves, when they need one)
  *        -> refused (bad request, no route, every target cooling down)
  *                                                          REFUSED
  *        -> ngx_http_llm_attempt_start (ngx_http_llm_attempt.c):
@@ -48,8 +48,6 @@ static void ngx_http_llm_bad_json(ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_validate(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_model_valid(ngx_str_t *name);
-static ngx_int_t ngx_http_llm_parse_request(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx);
 static json_t *ngx_http_llm_parse_body(ngx_str_t *raw);
 static ngx_int_t ngx_http_llm_plan(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
@@ -131,10 +129,6 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
         ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
                          ngx_http_llm_send_error(r, ctx, NULL, &err));
         return;
-    }
-
-    if (rc == NGX_OK) {
-        rc = ngx_http_llm_parse_request(r, ctx);
     }
 
     if (rc == NGX_OK) {
@@ -296,44 +290,6 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *out)
     out->len = p - out->data;
 
     return NGX_OK;
-}
-
-
-/*
- * Formats other than OpenAI's need the body as a tree: it is parsed once,
- * and only when a target of the route needs it.
- */
-
-static ngx_int_t
-ngx_http_llm_parse_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
-{
-    ngx_uint_t              i;
-    ngx_pool_cleanup_t     *cln;
-    ngx_http_llm_target_t  *t;
-
-    t = ctx->route->targets.elts;
-
-    for (i = 0; i < ctx->route->targets.nelts; i++) {
-        if (!t[i].provider->driver->raw_request) {
-            break;
-        }
-    }
-
-    if (i == ctx->route->targets.nelts) {
-        return NGX_OK;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->body = ngx_http_llm_parse_body(&ctx->raw);
-
-    cln->handler = ngx_http_llm_json_cleanup;
-    cln->data = ctx->body;
-
-    return ctx->body ? NGX_OK : NGX_ABORT;
 }
 
 

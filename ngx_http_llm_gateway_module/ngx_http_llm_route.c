@@ -33,11 +33,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_llm_route_key(ngx_conf_t *cf,
     ngx_http_llm_route_t *route);
-static uint64_t ngx_http_llm_retry_after(ngx_http_request_t *r,
-    ngx_http_llm_attempt_t *a);
-static ngx_int_t ngx_http_llm_parse_duration(ngx_str_t *s, uint64_t *ms);
-static ngx_table_elt_t *ngx_http_llm_find_header(ngx_list_t *headers,
-    char *name);
 
 
 char *
@@ -348,8 +343,10 @@ ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     pause = 0;
 
-    if (a->status == 429 || a->status == 503 || a->status == 529) {
-        pause = ngx_http_llm_retry_after(r, a);
+    if (a->sr) {
+        /* what the provider's answer asks for: its driver reads it */
+        pause = ngx_http_llm_driver_pause(&a->call, a->status,
+                                          &a->sr->headers_out.headers);
 
         if (pause > ctx->conf->retry_after_max) {
             pause = ctx->conf->retry_after_max;
@@ -398,178 +395,5 @@ ngx_http_llm_route_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                       "llm: provider \"%V\" model \"%V\" asked for a pause, "
                       "cooling down for %uLms", &t->provider->name,
                       ngx_http_llm_escape(r->pool, &a->call.model, 1), pause);
-    }
-}
-
-
-static uint64_t
-ngx_http_llm_retry_after(ngx_http_request_t *r, ngx_http_llm_attempt_t *a)
-{
-    time_t            date;
-    uint64_t          ms, best;
-    ngx_int_t         n;
-    ngx_uint_t        i;
-    ngx_list_t       *headers;
-    ngx_table_elt_t  *h, *rem;
-
-    static char  *resets[] = {
-        "x-ratelimit-reset-requests", "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"
-    };
-
-    if (a->sr == NULL) {
-        return 0;
-    }
-
-    headers = &a->sr->headers_out.headers;
-
-    h = ngx_http_llm_find_header(headers, "retry-after-ms");
-
-    if (h) {
-        n = ngx_atoi(h->value.data, h->value.len);
-        if (n > 0) {
-            return n;
-        }
-    }
-
-    h = ngx_http_llm_find_header(headers, "retry-after");
-
-    if (h) {
-        n = ngx_atoi(h->value.data, h->value.len);
-        if (n >= 0) {
-            return (uint64_t) n * 1000;
-        }
-
-        date = ngx_parse_http_time(h->value.data, h->value.len);
-        if (date != NGX_ERROR && date > ngx_time()) {
-            return (uint64_t) (date - ngx_time()) * 1000;
-        }
-    }
-
-    /* OpenAI: the reset time of whichever limit is used up */
-
-    best = 0;
-
-    for (i = 0; i < 4; i += 2) {
-        h = ngx_http_llm_find_header(headers, resets[i]);
-        rem = ngx_http_llm_find_header(headers, resets[i + 1]);
-
-        if (h == NULL || rem == NULL
-            || rem->value.len != 1 || rem->value.data[0] != '0')
-        {
-            continue;
-        }
-
-        if (ngx_http_llm_parse_duration(&h->value, &ms) == NGX_OK
-            && ms > best)
-        {
-            best = ms;
-        }
-    }
-
-    return best;
-}
-
-
-/* "1s", "6m0s", "20ms", "1h2m3.5s" */
-
-static ngx_int_t
-ngx_http_llm_parse_duration(ngx_str_t *s, uint64_t *ms)
-{
-    u_char    *p, *last;
-    uint64_t   total, whole, frac, scale, unit;
-
-    p = s->data;
-    last = p + s->len;
-    total = 0;
-
-    if (p == last) {
-        return NGX_ERROR;
-    }
-
-    while (p < last) {
-        whole = 0;
-        frac = 0;
-        scale = 1;
-
-        if (*p < '0' || *p > '9') {
-            return NGX_ERROR;
-        }
-
-        while (p < last && *p >= '0' && *p <= '9') {
-            whole = whole * 10 + (*p++ - '0');
-        }
-
-        if (p < last && *p == '.') {
-            p++;
-
-            while (p < last && *p >= '0' && *p <= '9') {
-                if (scale < 1000) {
-                    frac = frac * 10 + (*p - '0');
-                    scale *= 10;
-                }
-
-                p++;
-            }
-        }
-
-        if (last - p >= 2 && p[0] == 'm' && p[1] == 's') {
-            unit = 1;
-            p += 2;
-
-        } else if (p < last && *p == 's') {
-            unit = 1000;
-            p++;
-
-        } else if (p < last && *p == 'm') {
-            unit = 60000;
-            p++;
-
-        } else if (p < last && *p == 'h') {
-            unit = 3600000;
-            p++;
-
-        } else {
-            return NGX_ERROR;
-        }
-
-        total += whole * unit + frac * unit / scale;
-    }
-
-    *ms = total;
-
-    return NGX_OK;
-}
-
-
-static ngx_table_elt_t *
-ngx_http_llm_find_header(ngx_list_t *headers, char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &headers->part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash != 0 && h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i];
-        }
     }
 }
