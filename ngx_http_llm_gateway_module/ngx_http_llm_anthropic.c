@@ -62,6 +62,10 @@ static ngx_int_t ngx_http_llm_anthropic_meta(ngx_http_llm_call_t *call,
     ngx_str_t *id, ngx_str_t *model, ngx_str_t *reason, const char **finish);
 static ngx_int_t ngx_http_llm_anthropic_parse_raw(ngx_http_llm_call_t *call,
     ngx_str_t *body);
+static ngx_int_t ngx_http_llm_anthropic_stream_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *data);
+static void ngx_http_llm_anthropic_tokens_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *usage, ngx_uint_t all);
 static ngx_int_t ngx_http_llm_anthropic_text_delta(ngx_http_llm_call_t *call,
     ngx_str_t *data);
 static ngx_int_t ngx_http_llm_anthropic_stream_start(
@@ -1152,9 +1156,12 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
     if (ngx_http_llm_str_is(event, "content_block_delta")) {
         rc = ngx_http_llm_anthropic_text_delta(call, data);
 
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
+    } else {
+        rc = ngx_http_llm_anthropic_stream_raw(call, data);
+    }
+
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     root = ngx_http_llm_json_object(data);
@@ -1210,6 +1217,168 @@ ngx_http_llm_anthropic_parse_stream_event(ngx_http_llm_call_t *call,
     json_decref(root);
 
     return rc;
+}
+
+
+/*
+ * The other events of a text stream (message_start, the start of a text
+ * block, message_delta) read without a tree, as the general path reads
+ * them; NGX_DECLINED: another event, or one written otherwise, for the
+ * general path.
+ */
+
+static ngx_int_t
+ngx_http_llm_anthropic_stream_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
+{
+    ngx_int_t    index;
+    ngx_str_t    m[6], v[3], text, *reason;
+    const char  *finish;
+
+    static const char  *names[] = {
+        "type", "message", "content_block", "index", "delta", "usage", NULL
+    };
+
+    static const char  *message[] = { "id", "model", "usage", NULL };
+    static const char  *block[] = { "type", "text", NULL };
+    static const char  *delta[] = { "stop_reason", NULL };
+
+    if (ngx_http_llm_json_get(data->data, data->data + data->len, names, m)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_llm_str_is(&m[0], "\"message_start\"")) {
+
+        if (m[1].len == 0 || m[1].data[0] != '{'
+            || ngx_http_llm_json_get(m[1].data, m[1].data + m[1].len,
+                                     message, v)
+               != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_llm_json_string(call->pool, &v[0], &text) == NGX_OK
+            && ngx_http_llm_str_keep(call->pool, &call->id, &text) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_json_string(call->pool, &v[1], &text) == NGX_OK
+            && ngx_http_llm_str_keep(call->pool, &call->resp_model, &text)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (v[2].len && v[2].data[0] == '{') {
+            ngx_http_llm_anthropic_tokens_raw(call, &v[2], 1);
+        }
+
+        return ngx_http_llm_stream_role(call);
+    }
+
+    if (ngx_http_llm_str_is(&m[0], "\"content_block_start\"")) {
+
+        index = ngx_http_llm_json_int(&m[3]);
+
+        if (index < 0 || index >= NGX_HTTP_LLM_ANTHROPIC_MAX_BLOCKS
+            || m[2].len == 0 || m[2].data[0] != '{'
+            || ngx_http_llm_json_get(m[2].data, m[2].data + m[2].len,
+                                     block, v)
+               != NGX_OK
+            || !ngx_http_llm_str_is(&v[0], "\"text\""))
+        {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_llm_stream_role(call) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_llm_json_string(call->pool, &v[1], &text) != NGX_OK
+            || text.len == 0)
+        {
+            return NGX_OK;
+        }
+
+        return ngx_http_llm_anthropic_emit_text(call, &text);
+    }
+
+    if (ngx_http_llm_str_is(&m[0], "\"message_delta\"")) {
+
+        if (m[5].len && m[5].data[0] == '{') {
+            ngx_http_llm_anthropic_tokens_raw(call, &m[5], 0);
+        }
+
+        reason = &v[0];
+        ngx_str_null(reason);
+
+        if (m[4].len && m[4].data[0] == '{'
+            && ngx_http_llm_json_get(m[4].data, m[4].data + m[4].len, delta,
+                                     v)
+               == NGX_OK
+            && ngx_http_llm_json_string(call->pool, &v[0], &text) == NGX_OK)
+        {
+            reason = &text;
+        }
+
+        if (reason->len == 0) {
+            return NGX_OK;
+        }
+
+        if (ngx_http_llm_stream_role(call) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        finish = ngx_http_llm_anthropic_finish(reason);
+        call->finish_reason.data = (u_char *) finish;
+        call->finish_reason.len = ngx_strlen(finish);
+
+        return ngx_http_llm_stream_finish(call, 0, finish);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* ngx_http_llm_anthropic_tokens() of a usage object's span */
+
+static void
+ngx_http_llm_anthropic_tokens_raw(ngx_http_llm_call_t *call,
+    ngx_str_t *usage, ngx_uint_t all)
+{
+    ngx_int_t  n[4];
+    ngx_str_t  v[4];
+
+    static const char  *names[] = {
+        "output_tokens", "input_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens", NULL
+    };
+
+    if (ngx_http_llm_json_get(usage->data, usage->data + usage->len, names,
+                              v)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    n[0] = ngx_http_llm_json_int(&v[0]);
+    n[1] = ngx_http_llm_json_int(&v[1]);
+    n[2] = ngx_http_llm_json_int(&v[2]);
+    n[3] = ngx_http_llm_json_int(&v[3]);
+
+    if (all || n[0] >= 0) {
+        call->usage.completion = ngx_max(n[0], 0);
+    }
+
+    if (!all && n[1] < 0) {
+        return;
+    }
+
+    call->usage.cached = ngx_max(n[2], 0);
+    call->usage.prompt = ngx_max(n[1], 0) + ngx_max(n[3], 0)
+                         + call->usage.cached;
 }
 
 

@@ -24,6 +24,11 @@ static void ngx_http_llm_stream_prefix(ngx_http_llm_call_t *call,
     ngx_http_llm_out_t *o);
 static void ngx_http_llm_stream_error_write(ngx_http_llm_out_t *o,
     ngx_str_t *type, ngx_str_t *code, ngx_str_t *message);
+static ngx_int_t ngx_http_llm_stream_chunk(ngx_http_llm_call_t *call,
+    json_int_t index, ngx_str_t *delta, const char *finish);
+static void ngx_http_llm_stream_chunk_write(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o, json_int_t index, ngx_str_t *delta,
+    const char *finish);
 
 
 void
@@ -277,7 +282,8 @@ ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
 ngx_int_t
 ngx_http_llm_stream_role(ngx_http_llm_call_t *call)
 {
-    json_t  *chunk, *delta;
+    static ngx_str_t  delta = ngx_string("{\"role\":\"assistant\","
+                                         "\"content\":\"\"}");
 
     if (call->role_sent) {
         return NGX_OK;
@@ -289,21 +295,9 @@ ngx_http_llm_stream_role(ngx_http_llm_call_t *call)
         return NGX_ERROR;
     }
 
-    chunk = ngx_http_llm_chunk_new(call, &delta);
-    if (chunk == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (json_object_set_new(delta, "role", json_string("assistant")) != 0
-        || json_object_set_new(delta, "content", json_string("")) != 0)
-    {
-        json_decref(chunk);
-        return NGX_ERROR;
-    }
-
     call->role_sent = 1;
 
-    return ngx_http_llm_stream_emit(call, chunk);
+    return ngx_http_llm_stream_chunk(call, 0, &delta, NULL);
 }
 
 
@@ -311,23 +305,76 @@ ngx_int_t
 ngx_http_llm_stream_finish(ngx_http_llm_call_t *call, json_int_t index,
     const char *finish)
 {
-    json_t  *chunk, *delta, *choice;
+    static ngx_str_t  delta = ngx_string("{}");
 
-    chunk = ngx_http_llm_chunk_at(call, index, &delta);
-    if (chunk == NULL) {
+    return ngx_http_llm_stream_chunk(call, index, &delta, finish);
+}
+
+
+/*
+ * A chunk written, not built: its fields in the order of
+ * ngx_http_llm_chunk_new(); delta is JSON, finish a word or NULL.
+ */
+
+static ngx_int_t
+ngx_http_llm_stream_chunk(ngx_http_llm_call_t *call, json_int_t index,
+    ngx_str_t *delta, const char *finish)
+{
+    ngx_buf_t           *b;
+    ngx_http_llm_out_t   o;
+
+    o.pos = NULL;
+    o.len = 0;
+
+    ngx_http_llm_stream_chunk_write(call, &o, index, delta, finish);
+
+    if (ngx_http_llm_stream_reserve(call->out, o.len) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    choice = json_array_get(json_object_get(chunk, "choices"), 0);
+    b = call->out->pend->buf;
+    o.pos = b->last;
 
-    if (json_object_set_new(choice, "finish_reason", json_string(finish))
-        != 0)
-    {
-        json_decref(chunk);
-        return NGX_ERROR;
+    ngx_http_llm_stream_chunk_write(call, &o, index, delta, finish);
+
+    b->last = o.pos;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_stream_chunk_write(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o, json_int_t index, ngx_str_t *delta,
+    const char *finish)
+{
+    ngx_str_t  *model;
+
+    model = call->resp_model.len ? &call->resp_model : &call->model;
+
+    ngx_http_llm_out_lit(o, "data: {\"id\":");
+    ngx_http_llm_out_string(o, &call->id);
+    ngx_http_llm_out_lit(o, ",\"object\":\"chat.completion.chunk\","
+                            "\"created\":");
+    ngx_http_llm_out_int(o, call->created);
+    ngx_http_llm_out_lit(o, ",\"model\":");
+    ngx_http_llm_out_string(o, model);
+    ngx_http_llm_out_lit(o, ",\"choices\":[{\"index\":");
+    ngx_http_llm_out_int(o, index);
+    ngx_http_llm_out_lit(o, ",\"delta\":");
+    ngx_http_llm_out_str(o, delta);
+    ngx_http_llm_out_lit(o, ",\"finish_reason\":");
+
+    if (finish) {
+        ngx_http_llm_out_lit(o, "\"");
+        ngx_http_llm_out_raw(o, finish, ngx_strlen(finish));
+        ngx_http_llm_out_lit(o, "\"");
+
+    } else {
+        ngx_http_llm_out_lit(o, "null");
     }
 
-    return ngx_http_llm_stream_emit(call, chunk);
+    ngx_http_llm_out_lit(o, "}]}\n\n");
 }
 
 
