@@ -12,6 +12,7 @@ static ngx_int_t ngx_http_llm_azure_build(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_body(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_azure_param(ngx_conf_t *cf,
     ngx_http_llm_provider_t *p, ngx_str_t *name, ngx_str_t *value);
+static ngx_uint_t ngx_http_llm_openai_finishing(ngx_str_t *span);
 static ngx_int_t ngx_http_llm_openai_event(ngx_http_llm_call_t *call,
     ngx_str_t *event, ngx_str_t *data);
 static void ngx_http_llm_openai_error(ngx_http_llm_call_t *call,
@@ -368,7 +369,6 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
     ngx_str_t *data)
 {
     u_char     *pos;
-    ngx_int_t   rc;
     ngx_str_t   m[6], c[1], choice;
 
     static const char  *names[] = {
@@ -414,33 +414,83 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
 
     ngx_http_llm_openai_usage_raw(call, &m[1]);
 
-    pos = NULL;
-    rc = ngx_http_llm_json_next(&m[2], &pos, &choice);
-
-    if (rc == NGX_ERROR) {
+    if (m[2].len == 0 || m[2].data[0] != '[') {
         return NGX_DECLINED;
     }
 
-    if (rc == NGX_DONE) {
+    for (pos = m[2].data + 1; *pos == ' ' || *pos == '\t' || *pos == '\n'
+                              || *pos == '\r'; pos++)
+    {
+        /* void */
+    }
+
+    if (*pos == ']') {
         /* the usage chunk: the core sends its own if the client asked */
         return NGX_OK;
     }
 
-    /* the first choice's finish_reason */
+    /*
+     * The first choice's finish_reason.  Most chunks say "null" wherever
+     * they name one: only a chunk that does not is read again.
+     */
 
     if (call->finish_reason.len == 0
-        && ngx_http_llm_json_get(choice.data, choice.data + choice.len,
-                                 finish, c)
-           == NGX_OK
-        && ngx_http_llm_openai_copy(call, &c[0], &call->finish_reason)
-           != NGX_OK)
+        && ngx_http_llm_openai_finishing(&m[2]))
     {
-        return NGX_ERROR;
+        pos = NULL;
+
+        if (ngx_http_llm_json_next(&m[2], &pos, &choice) == NGX_OK
+            && ngx_http_llm_json_get(choice.data, choice.data + choice.len,
+                                     finish, c)
+               == NGX_OK
+            && ngx_http_llm_openai_copy(call, &c[0], &call->finish_reason)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     call->role_sent = 1;
 
     return ngx_http_llm_stream_emit_raw(call, data);
+}
+
+
+/*
+ * Whether a valid JSON span has a "finish_reason" member that is not
+ * null.  A quote inside a string is escaped, so the key can only be a
+ * key; a span that names none, or only null ones, needs no parse.
+ */
+
+static ngx_uint_t
+ngx_http_llm_openai_finishing(ngx_str_t *span)
+{
+    u_char  *p, *last;
+
+    static u_char  key[] = "\"finish_reason\"";
+
+    p = span->data;
+    last = span->data + span->len;
+
+    for ( ;; ) {
+        p = memmem(p, last - p, key, sizeof(key) - 1);
+
+        if (p == NULL) {
+            return 0;
+        }
+
+        p += sizeof(key) - 1;
+
+        while (p < last && (*p == ' ' || *p == '\t' || *p == '\n'
+                            || *p == '\r' || *p == ':'))
+        {
+            p++;
+        }
+
+        if (last - p < 4 || ngx_strncmp(p, "null", 4) != 0) {
+            return 1;
+        }
+    }
 }
 
 

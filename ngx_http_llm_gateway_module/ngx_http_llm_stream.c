@@ -24,6 +24,8 @@ static void ngx_http_llm_stream_prefix(ngx_http_llm_call_t *call,
     ngx_http_llm_out_t *o);
 static void ngx_http_llm_stream_error_write(ngx_http_llm_out_t *o,
     ngx_str_t *type, ngx_str_t *code, ngx_str_t *message);
+static void ngx_http_llm_stream_head(ngx_http_llm_call_t *call,
+    ngx_http_llm_out_t *o);
 static ngx_int_t ngx_http_llm_stream_chunk(ngx_http_llm_call_t *call,
     json_int_t index, ngx_str_t *delta, const char *finish);
 static void ngx_http_llm_stream_chunk_write(ngx_http_llm_call_t *call,
@@ -228,6 +230,16 @@ ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
 static void
 ngx_http_llm_stream_prefix(ngx_http_llm_call_t *call, ngx_http_llm_out_t *o)
 {
+    ngx_http_llm_stream_head(call, o);
+    ngx_http_llm_out_lit(o, "0,\"delta\":{\"content\":");
+}
+
+
+/* a chunk up to its choice's index: the fields of ngx_http_llm_chunk_new() */
+
+static void
+ngx_http_llm_stream_head(ngx_http_llm_call_t *call, ngx_http_llm_out_t *o)
+{
     ngx_str_t  *model;
 
     model = call->resp_model.len ? &call->resp_model : &call->model;
@@ -239,8 +251,7 @@ ngx_http_llm_stream_prefix(ngx_http_llm_call_t *call, ngx_http_llm_out_t *o)
     ngx_http_llm_out_int(o, call->created);
     ngx_http_llm_out_lit(o, ",\"model\":");
     ngx_http_llm_out_string(o, model);
-    ngx_http_llm_out_lit(o, ",\"choices\":[{\"index\":0,\"delta\":"
-                            "{\"content\":");
+    ngx_http_llm_out_lit(o, ",\"choices\":[{\"index\":");
 }
 
 
@@ -348,18 +359,7 @@ ngx_http_llm_stream_chunk_write(ngx_http_llm_call_t *call,
     ngx_http_llm_out_t *o, json_int_t index, ngx_str_t *delta,
     const char *finish)
 {
-    ngx_str_t  *model;
-
-    model = call->resp_model.len ? &call->resp_model : &call->model;
-
-    ngx_http_llm_out_lit(o, "data: {\"id\":");
-    ngx_http_llm_out_string(o, &call->id);
-    ngx_http_llm_out_lit(o, ",\"object\":\"chat.completion.chunk\","
-                            "\"created\":");
-    ngx_http_llm_out_int(o, call->created);
-    ngx_http_llm_out_lit(o, ",\"model\":");
-    ngx_http_llm_out_string(o, model);
-    ngx_http_llm_out_lit(o, ",\"choices\":[{\"index\":");
+    ngx_http_llm_stream_head(call, o);
     ngx_http_llm_out_int(o, index);
     ngx_http_llm_out_lit(o, ",\"delta\":");
     ngx_http_llm_out_str(o, delta);
