@@ -201,6 +201,13 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
         }
 
         for (i = 0; m->names[i]; i++) {
+
+            /* most keys differ from a name in their first byte */
+
+            if (*key != '\\' && *key != (u_char) m->names[i][0]) {
+                continue;
+            }
+
             if (ngx_http_llm_json_key_is(key, end, m->names[i])) {
 
                 if (m->values[i].data && m->dup == -1) {
