@@ -7,8 +7,6 @@
 #include "ngx_http_llm_module.h"
 
 
-
-
 static ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_models(ngx_http_request_t *r,
     ngx_http_llm_loc_conf_t *llcf);

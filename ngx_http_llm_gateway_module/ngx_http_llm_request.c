@@ -201,14 +201,12 @@ ngx_http_llm_finish(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    if (ctx->answer == NULL) {
-        /* the client went away during an attempt, or none was made */
-        ctx->answer = ctx->cur;
-    }
+    /* ctx->answer is NULL when the client went away during an attempt
+     * (ctx->cur) or none was made */
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "llm finish: outcome %d, %ui attempts, answer %p",
-                   ctx->outcome, ctx->nattempts, ctx->answer);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm finish: outcome %d, %ui attempts, answer %p, last %p",
+                   ctx->outcome, ctx->nattempts, ctx->answer, ctx->cur);
 
     return NGX_OK;
 }
