@@ -17,7 +17,16 @@
  *
  * Answers: "echo: <last user text>".  With tools, when the last turn is not
  * a tool result: a call of the first tool with arguments {"q": <last user
- * text>}.
+ * text>}.  Streams send one word per content event.  Usage counts words:
+ * completion / output tokens = the words of the answer text.
+ *
+ * Output limit: OpenAI / Azure max_completion_tokens (else max_tokens),
+ * Anthropic max_tokens, Gemini generationConfig.maxOutputTokens (an
+ * integer >= 1).  A text answer with more words than the limit is cut to
+ * its first `limit` words (streamed and whole alike), reports `limit`
+ * completion / output tokens and finishes with "length" (OpenAI
+ * finish_reason), "max_tokens" (Anthropic stop_reason) or "MAX_TOKENS"
+ * (Gemini finishReason).  Tool-call answers are not limited.
  *
  * Faults, chosen by the model name (body "model", Azure deployment, Gemini
  * model in the path) containing one of:
@@ -34,11 +43,29 @@
  *   fault-echokey    401 whose message quotes the credential it was sent
  *   fault-huge       (OpenAI, stream) 50 MB of content events, written as
  *                    fast as the reader takes them
+ *   fault-cut        (streams, all formats) the start events (OpenAI: Azure's
+ *                    prompt filter results and the role chunk; Anthropic:
+ *                    message_start, content_block_start, ping; Gemini:
+ *                    none) and the first 5 content events (text or tool
+ *                    argument deltas), then the connection is destroyed:
+ *                    no finish reason, no usage, no [DONE] / message_stop
+ *                    (Gemini's chunks then carry neither finishReason nor
+ *                    usageMetadata).  Unlike fault-drop (2 events, whatever
+ *                    they are), the answer is cut in the middle of its
+ *                    content.  Whole (non-stream) answers are not affected.
+ *   fault-ignoremax  the output limit is ignored (a provider that does not
+ *                    honour max_tokens); it combines with another fault in
+ *                    the same name: "m-fault-ignoremax-fault-cut"
  * (anything may follow: "fault-500-b" is fault-500 too)
  *
  * Markers in the request body, replaced in every answer and event:
  *   __echo_key__     by the credential the request carried
  *   __bad_utf8__     by the bytes ff fe (invalid UTF-8)
+ * and, in the last user text:
+ *   __words_N__      (N decimal, at most 100000; more counts as 100000) the
+ *                    answer text is "echo:" and N words " w1 w2 ... wN"
+ *                    instead of the echo: N+1 words, N+1 completion tokens
+ *                    (before the output limit)
  *
  * Control:
  *   GET  /__requests   recorded requests [{method,url,headers,body,json}]
@@ -96,6 +123,55 @@ function b64floats(v) {
 function pieces(text) {
     const out = text.match(/\s*\S+/g) || [''];
     return out;
+}
+
+/* at most this many words for __words_N__ */
+const WORDS_MAX = 100000;
+
+/*
+ * The answer text for the last user text: "echo: <user>", or with the
+ * __words_N__ marker "echo: w1 w2 ... wN".
+ */
+function answerText(user) {
+    const m = /__words_(\d+)__/.exec(user);
+    if (!m) {
+        return 'echo: ' + user;
+    }
+    const n = Math.min(parseInt(m[1], 10), WORDS_MAX);
+    const out = ['echo:'];
+    for (let i = 1; i <= n; i++) {
+        out.push(' w' + i);
+    }
+    return out.join('');
+}
+
+/*
+ * A text answer under the output limit (ignored unless an integer >= 1):
+ * { text, tokens, cut }.  A cut text is its first `limit` pieces, so that
+ * the whole answer and the stream carry the same words.
+ */
+function limitText(text, limit) {
+    const ps = pieces(text);
+    if (!Number.isInteger(limit) || limit < 1 || ps.length <= limit) {
+        return { text, tokens: words(text), cut: false };
+    }
+    return { text: ps.slice(0, limit).join(''), tokens: limit, cut: true };
+}
+
+/* the output limit the request asks for, or null */
+function outputLimit(model, limit) {
+    if (/fault-ignoremax/.test(String(model || ''))) {
+        return null;
+    }
+    return limit === undefined ? null : limit;
+}
+
+/*
+ * The cut fault: the events before the first content event (head of them)
+ * and the first 5 of the content events that follow (content of them).
+ */
+function cutEvents(events, head, content) {
+    return events.slice(0, head + Math.min(5, content));
 }
 
 function split3(s) {
@@ -228,6 +304,15 @@ function sendStream(res, events, fault) {
     if (fault === 'drop') {
         res.write(events[0] || '');
         res.write(events[1] || '');
+        setTimeout(() => res.socket && res.socket.destroy(), 50);
+        return;
+    }
+    if (fault === 'cut') {
+        /* the events were already cut (cutEvents): all of them, then the
+         * connection is destroyed without finishing the stream */
+        for (const e of events) {
+            res.write(e);
+        }
         setTimeout(() => res.socket && res.socket.destroy(), 50);
         return;
     }
@@ -507,7 +592,7 @@ function openaiConversation(b) {
         const f = b.tools[0].function || {};
         tool = { name: f.name, args: JSON.stringify({ q: user }) };
     }
-    return { user, text: 'echo: ' + user, prompt, tool };
+    return { user, text: answerText(user), prompt, tool };
 }
 
 /* 50 MB of 2 KB content events, each written when the socket takes it */
@@ -543,9 +628,14 @@ function openaiChat(req, res, b, model, fault, azure) {
         return;
     }
     const conv = openaiConversation(b);
+    const lim = limitText(conv.text, outputLimit(model,
+        b.max_completion_tokens != null ? b.max_completion_tokens
+            : b.max_tokens));
+    const text = lim.text;
     const id = rid('chatcmpl-', 29);
     const created = now();
-    const completion = conv.tool ? 12 : words(conv.text);
+    const completion = conv.tool ? 12 : lim.tokens;
+    const stop = lim.cut ? 'length' : 'stop';
     const usage = {
         prompt_tokens: conv.prompt,
         completion_tokens: completion,
@@ -565,9 +655,9 @@ function openaiChat(req, res, b, model, fault, azure) {
     };
 
     if (!b.stream) {
-        const message = { role: 'assistant', content: conv.text,
+        const message = { role: 'assistant', content: text,
             refusal: null, annotations: [] };
-        let finish = 'stop';
+        let finish = stop;
         if (conv.tool) {
             message.content = null;
             message.tool_calls = [{
@@ -612,22 +702,34 @@ function openaiChat(req, res, b, model, fault, azure) {
                 content_filter_results: azureFilter }] }));
     }
 
+    let content;
     if (conv.tool) {
         chunk({ role: 'assistant', content: null, tool_calls: [{
             index: 0, id: callId, type: 'function',
             function: { name: conv.tool.name, arguments: '' } }],
         refusal: null }, null);
-        for (const part of split3(conv.tool.args)) {
+        const parts = split3(conv.tool.args);
+        for (const part of parts) {
             chunk({ tool_calls: [{ index: 0,
                 function: { arguments: part } }] }, null);
         }
+        content = parts.length;
         chunk({}, 'tool_calls');
     } else {
         chunk({ role: 'assistant', content: '', refusal: null }, null);
-        for (const p of pieces(conv.text)) {
+        const ps = pieces(text);
+        for (const p of ps) {
             chunk({ content: p }, null);
         }
-        chunk({}, 'stop');
+        content = ps.length;
+        chunk({}, stop);
+    }
+
+    if (fault === 'cut') {
+        /* Azure's prompt filter results and the role chunk, 5 content
+         * chunks */
+        answerStream(res, cutEvents(events, azure ? 2 : 1, content), fault);
+        return;
     }
 
     if (withUsage) {
@@ -821,11 +923,14 @@ function anthropicMessages(req, res, b, fault) {
     {
         tool = { name: b.tools[0].name, input: { q: user } };
     }
-    const text = 'echo: ' + user;
+    const lim = limitText(answerText(user), outputLimit(model,
+        b.max_tokens));
+    const text = lim.text;
     const input = msgs.reduce((n, m) => n + words(anthropicText(m.content)),
         words(typeof b.system === 'string' ? b.system
             : anthropicText(b.system))) || 1;
-    const output = tool ? 20 : words(text);
+    const output = tool ? 20 : lim.tokens;
+    const stop = tool ? 'tool_use' : lim.cut ? 'max_tokens' : 'end_turn';
     const id = rid('msg_01', 22);
     const toolId = 'toolu_01' + rid('', 22);
     const lead = tool ? 'I will use ' + tool.name + '.' : null;
@@ -841,7 +946,7 @@ function anthropicMessages(req, res, b, fault) {
         }
         answerJSON(res, {
             id, type: 'message', role: 'assistant', model, content,
-            stop_reason: tool ? 'tool_use' : 'end_turn',
+            stop_reason: stop,
             stop_sequence: null,
             usage: { input_tokens: input, cache_creation_input_tokens: 0,
                 cache_read_input_tokens: 0, output_tokens: output,
@@ -860,9 +965,15 @@ function anthropicMessages(req, res, b, fault) {
     ev.push(sse({ type: 'content_block_start', index: 0,
         content_block: { type: 'text', text: '' } }, 'content_block_start'));
     ev.push(sse({ type: 'ping' }, 'ping'));
-    for (const p of pieces(tool ? lead : text)) {
+    const ps = pieces(tool ? lead : text);
+    for (const p of ps) {
         ev.push(sse({ type: 'content_block_delta', index: 0,
             delta: { type: 'text_delta', text: p } }, 'content_block_delta'));
+    }
+    if (fault === 'cut') {
+        /* message_start, content_block_start, ping, 5 text deltas */
+        answerStream(res, cutEvents(ev, 3, ps.length), fault);
+        return;
     }
     ev.push(sse({ type: 'content_block_stop', index: 0 },
         'content_block_stop'));
@@ -882,7 +993,7 @@ function anthropicMessages(req, res, b, fault) {
             'content_block_stop'));
     }
     ev.push(sse({ type: 'message_delta', delta: {
-        stop_reason: tool ? 'tool_use' : 'end_turn', stop_sequence: null },
+        stop_reason: stop, stop_sequence: null },
     usage: { output_tokens: output } }, 'message_delta'));
     ev.push(sse({ type: 'message_stop' }, 'message_stop'));
     answerStream(res, ev, fault);
@@ -985,11 +1096,16 @@ function geminiGenerate(req, res, b, model, fault, stream) {
     if (decls.length > 0 && !lastIsResult && mode !== 'NONE') {
         tool = { name: decls[0].name, args: { q: user } };
     }
-    const text = 'echo: ' + user;
+    const gc = b.generationConfig || b.generation_config || {};
+    const lim = limitText(answerText(user), outputLimit(model,
+        gc.maxOutputTokens !== undefined ? gc.maxOutputTokens
+            : gc.max_output_tokens));
+    const text = lim.text;
+    const finish = lim.cut ? 'MAX_TOKENS' : 'STOP';
     const si = b.systemInstruction || b.system_instruction;
     const prompt = contents.reduce((n, c) => n + words(ptext(c)),
         si ? words(ptext(si)) : 0) || 1;
-    const out = tool ? 6 : words(text);
+    const out = tool ? 6 : lim.tokens;
     const version = model + '-001';
     const responseId = rid('', 22);
 
@@ -998,7 +1114,8 @@ function geminiGenerate(req, res, b, model, fault, stream) {
             args: tool.args } }] : [{ text }];
         answerJSON(res, {
             candidates: [{ content: { parts, role: 'model' },
-                finishReason: 'STOP', avgLogprobs: -0.05, index: 0 }],
+                finishReason: tool ? 'STOP' : finish, avgLogprobs: -0.05,
+                index: 0 }],
             usageMetadata: { promptTokenCount: prompt,
                 candidatesTokenCount: out, totalTokenCount: prompt + out,
                 promptTokensDetails: [{ modality: 'TEXT',
@@ -1011,6 +1128,19 @@ function geminiGenerate(req, res, b, model, fault, stream) {
     /* Gemini frames its SSE events with CRLF */
     const ev = [];
     const gsse = (o) => marked('data: ' + JSON.stringify(o) + '\r\n\r\n');
+    if (fault === 'cut') {
+        /* the first 5 content chunks, none with finishReason or
+         * usageMetadata */
+        const ps = tool ? [null] : pieces(text).slice(0, 5);
+        for (const p of ps) {
+            ev.push(gsse({ candidates: [{ content: { parts: [tool
+                ? { functionCall: { name: tool.name, args: tool.args } }
+                : { text: p }], role: 'model' }, index: 0 }],
+            modelVersion: version, responseId }));
+        }
+        answerStream(res, ev, fault);
+        return;
+    }
     if (tool) {
         ev.push(gsse({ candidates: [{ content: { parts: [{ functionCall:
             { name: tool.name, args: tool.args } }], role: 'model' },
@@ -1027,7 +1157,7 @@ function geminiGenerate(req, res, b, model, fault, stream) {
                 index: 0 };
             const lastOne = i === ps.length - 1;
             if (lastOne) {
-                c.finishReason = 'STOP';
+                c.finishReason = finish;
             }
             const o = { candidates: [c], usageMetadata: lastOne
                 ? { promptTokenCount: prompt, candidatesTokenCount: out,
@@ -1076,9 +1206,16 @@ function geminiEmbed(req, res, b, model, fault, batch) {
 
 /* --------------------------------------------------------------- server */
 
+/* the fault of a model name; fault-ignoremax is not one (outputLimit()) */
 function faultOf(model) {
-    const m = /fault-(\d{3}|[a-z]+)/.exec(String(model || ''));
-    return m ? m[1] : null;
+    const re = /fault-(\d{3}|[a-z]+)/g;
+    let m;
+    while ((m = re.exec(String(model || ''))) !== null) {
+        if (m[1] !== 'ignoremax') {
+            return m[1];
+        }
+    }
+    return null;
 }
 
 function handle(req, res, raw) {
