@@ -71,6 +71,10 @@ ngx_http_llm_send_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
     }
 
+    if (ngx_http_llm_spend_headers(r, ctx, a) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (a && a->streaming && r->headers_out.status == 0) {
         r->headers_out.status = NGX_HTTP_OK;
         r->headers_out.content_length_n = -1;

@@ -244,6 +244,10 @@ ngx_http_llm_anthropic_build_raw(ngx_http_llm_call_t *call)
         max = NGX_HTTP_LLM_DEFAULT_MAX_TOKENS;
     }
 
+    if (call->max_tokens > 0) {
+        max = call->max_tokens;
+    }
+
     temperature = m[4];
 
     if (temperature.len) {
@@ -613,6 +617,10 @@ ngx_http_llm_anthropic_params(ngx_http_llm_call_t *call, json_t *req,
     json_int_t  max;
 
     max = ngx_http_llm_max_tokens(req);
+
+    if (call->max_tokens > 0) {
+        max = call->max_tokens;
+    }
 
     if (json_object_set_new(body, "max_tokens",
                             json_integer(max ? max

@@ -58,11 +58,18 @@ static ngx_str_t  ngx_http_llm_post_method = ngx_string("POST");
 ngx_int_t
 ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    ngx_int_t                rc;
-    ngx_str_t                body;
-    ngx_http_llm_call_t     *call;
-    ngx_http_llm_target_t   *t;
-    ngx_http_llm_attempt_t  *a;
+    ngx_int_t                  rc;
+    ngx_str_t                  body;
+    ngx_http_llm_call_t       *call;
+    ngx_http_llm_target_t     *t;
+    ngx_http_llm_attempt_t    *a;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    if (ctx->cur) {
+        ngx_http_llm_spend_settle(r, ctx, ctx->cur);
+    }
 
     while (ctx->nattempts < ctx->tries) {
 
@@ -73,6 +80,10 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         }
 
         rc = ngx_http_llm_route_pick(r, ctx, &t);
+
+        if (rc == NGX_DECLINED && ctx->spend.refused) {
+            return NGX_HTTP_LLM_PAYMENT_REQUIRED;
+        }
 
         if (rc != NGX_OK) {
             return rc;
@@ -103,7 +114,30 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->include_usage = ctx->include_usage;
         call->out = &ctx->out;
 
+        a->price = ngx_http_llm_price_find(lmcf, &t->provider->name,
+                                           &call->model, r->connection->log);
+
+        rc = ngx_http_llm_budget_reserve(r, ctx, a);
+
+        if (rc == NGX_DECLINED) {
+            /* a budget cannot pay for this target; maybe for another */
+            continue;
+        }
+
+        if (rc == NGX_BUSY) {
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         rc = t->provider->driver->build_request(call);
+
+        if (rc != NGX_OK) {
+            /* what the budgets hold for it is released */
+            ngx_http_llm_spend_settle(r, ctx, a);
+        }
 
         if (rc == NGX_ABORT) {
             /* the body passed the scanner but not jansson (UTF-8) */
@@ -149,7 +183,7 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_OK;
     }
 
-    return NGX_DECLINED;
+    return ctx->spend.refused ? NGX_HTTP_LLM_PAYMENT_REQUIRED : NGX_DECLINED;
 }
 
 
@@ -429,6 +463,8 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     failed = (rc == NGX_DECLINED);
+
+    ngx_http_llm_spend_settle(r, ctx, a);
 
     ngx_http_llm_route_result(r, ctx, a,
                               failed ? v.cond & NGX_HTTP_LLM_FB_HEALTH : 0);
@@ -715,6 +751,14 @@ ngx_http_llm_broken(ngx_http_llm_attempt_t *a, ngx_http_llm_error_t *err)
         ngx_str_set(&err->message, "The provider sent a stream event larger "
                                    "than llm_max_response_size.");
         return "too large";
+    }
+
+    if (a->over_budget) {
+        ngx_str_set(&err->type, "insufficient_quota");
+        ngx_str_set(&err->code, "budget_exceeded");
+        ngx_str_set(&err->message, "The answer reached what your budget "
+                                   "could pay for; the stream was ended.");
+        return "over budget";
     }
 
     if (a->untranslated) {

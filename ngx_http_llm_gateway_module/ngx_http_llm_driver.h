@@ -35,7 +35,9 @@
 #define NGX_HTTP_LLM_M_INPUT           2
 #define NGX_HTTP_LLM_M_STREAM          3
 #define NGX_HTTP_LLM_M_STREAM_OPTIONS  4
-#define NGX_HTTP_LLM_M_N               5
+#define NGX_HTTP_LLM_M_MAX_TOKENS      5
+#define NGX_HTTP_LLM_M_MAX_COMPLETION  6
+#define NGX_HTTP_LLM_M_N               7
 
 /* the client's "tool_choice", see ngx_http_llm_tool_choice() */
 #define NGX_HTTP_LLM_TOOLS_UNSET     0
@@ -103,6 +105,11 @@ struct ngx_http_llm_call_s {
     ngx_http_llm_provider_t    *provider;
     ngx_str_t                   model;         /* provider's model name */
     ngx_str_t                   public_model;  /* model the client asked */
+    ngx_int_t                   max_tokens;    /* > 0: the most output
+                                                  tokens to ask for, lower
+                                                  than the client asked (a
+                                                  budget's) or where it
+                                                  named none */
 
     /* set by build_request */
     ngx_str_t                   uri;           /* relative to pass: "v1/..." */
@@ -119,6 +126,8 @@ struct ngx_http_llm_call_s {
     ngx_str_t                   finish_reason;
     ngx_str_t                   resp_model;    /* model the provider named */
     ngx_str_t                   chunk_prefix;  /* of text chunks, cached */
+    ngx_int_t                   produced;      /* output tokens counted by
+                                                  the stream writers */
 
     ngx_http_llm_stream_t      *out;           /* the client's stream */
 

@@ -349,6 +349,26 @@ ngx_http_llm_sse_event(void *data, ngx_str_t *event, ngx_str_t *payload)
     rc = a->target->provider->driver->parse_stream_event(&a->call, event,
                                                          &text);
 
+    if (rc == NGX_OK
+        && ngx_http_llm_spend_over(ngx_http_get_module_ctx(a->sr->main,
+                                                  ngx_http_llm_gateway_module),
+                                   a))
+    {
+        /* the provider went past the max_tokens it was asked for */
+
+        ngx_log_error(NGX_LOG_WARN, a->call.log, 0,
+                      "llm: provider \"%V\" model \"%V\" went on past the "
+                      "%i tokens reserved for its answer, stream ended",
+                      &a->target->provider->name,
+                      ngx_http_llm_escape(a->call.pool, &a->call.model, 1),
+                      a->max_output);
+
+        a->over_budget = 1;
+        a->failed = 1;
+
+        return NGX_DONE;
+    }
+
     switch (rc) {
 
     case NGX_OK:

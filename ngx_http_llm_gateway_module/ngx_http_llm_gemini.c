@@ -536,6 +536,10 @@ ngx_http_llm_gemini_config(ngx_http_llm_call_t *call, json_t *req,
 
     max = ngx_http_llm_max_tokens(req);
 
+    if (call->max_tokens > 0) {
+        max = call->max_tokens;
+    }
+
     if (max
         && json_object_set_new(config, "maxOutputTokens", json_integer(max))
            != 0)

@@ -120,6 +120,41 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, retry_after_max),
       NULL },
 
+    { ngx_string("llm_prices"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_prices,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE4,
+      ngx_http_llm_budget,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_budget_max_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_tokens),
+      NULL },
+
+    { ngx_string("llm_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_test_time_offset"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, time_offset),
+      NULL },
+
     { ngx_string("llm_max_response_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -175,6 +210,9 @@ ngx_module_t  ngx_http_llm_gateway_module = {
 #define NGX_HTTP_LLM_VAR_COMPLETION  3
 #define NGX_HTTP_LLM_VAR_TTFT        4
 #define NGX_HTTP_LLM_VAR_ATTEMPTS    5
+#define NGX_HTTP_LLM_VAR_COST        6
+#define NGX_HTTP_LLM_VAR_KEY         7
+#define NGX_HTTP_LLM_VAR_REMAINING   8
 
 
 static ngx_http_variable_t  ngx_http_llm_vars[] = {
@@ -196,6 +234,15 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
 
     { ngx_string("llm_attempts"), NULL, ngx_http_llm_variable,
       NGX_HTTP_LLM_VAR_ATTEMPTS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_cost"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_COST, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_key"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_KEY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_budget_remaining"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -374,6 +421,7 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     uintptr_t data)
 {
     u_char                  *p;
+    int64_t                  usd;
     ngx_int_t                n;
     ngx_str_t               *s;
     ngx_http_llm_ctx_t      *ctx;
@@ -389,6 +437,7 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     a = ctx->answer ? ctx->answer : ctx->cur;
     s = NULL;
     n = -1;
+    usd = -1;
 
     switch (data) {
 
@@ -412,17 +461,38 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         n = (ctx->ttft == (ngx_msec_t) -1) ? -1 : (ngx_int_t) ctx->ttft;
         break;
 
+    case NGX_HTTP_LLM_VAR_COST:
+        usd = ctx->spend.cost;
+        break;
+
+    case NGX_HTTP_LLM_VAR_KEY:
+        s = ctx->spend.key.len ? &ctx->spend.key : NULL;
+        break;
+
+    case NGX_HTTP_LLM_VAR_REMAINING:
+        usd = ctx->spend.remaining;
+        break;
+
     default: /* NGX_HTTP_LLM_VAR_ATTEMPTS */
         s = ctx->attempts.len ? &ctx->attempts : NULL;
         break;
     }
 
-    if (s == NULL && n < 0) {
+    if (s == NULL && n < 0 && usd < 0) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    if (s == NULL) {
+    if (usd >= 0) {
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_http_llm_usd_print(p, usd) - p;
+        v->data = p;
+
+    } else if (s == NULL) {
         p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
         if (p == NULL) {
             return NGX_ERROR;
@@ -512,6 +582,8 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    lmcf->time_offset = NGX_CONF_UNSET;
+
     if (ngx_array_init(&lmcf->providers, cf->pool, 4,
                        sizeof(ngx_http_llm_provider_t))
         != NGX_OK
@@ -536,6 +608,12 @@ static char *
 ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_conf_init_value(lmcf->time_offset, 0);
+
+    if (ngx_http_llm_prices_init(cf, lmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return ngx_http_llm_route_init_main_conf(cf, lmcf);
 }
@@ -564,6 +642,9 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     llcf->retry_after_max = NGX_CONF_UNSET_MSEC;
     llcf->max_response = NGX_CONF_UNSET_SIZE;
     llcf->gateway = NGX_CONF_UNSET;
+    llcf->budgets = NGX_CONF_UNSET_PTR;
+    llcf->limits = NGX_CONF_UNSET_PTR;
+    llcf->max_tokens = NGX_CONF_UNSET_UINT;
 
     return llcf;
 }
@@ -599,6 +680,18 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_response, prev->max_response,
                               8 * 1024 * 1024);
     ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+
+    /* budgets and limits are inherited as a whole, as limit_req's are */
+    ngx_conf_merge_ptr_value(conf->budgets, prev->budgets, NULL);
+    ngx_conf_merge_ptr_value(conf->limits, prev->limits, NULL);
+    ngx_conf_merge_uint_value(conf->max_tokens, prev->max_tokens,
+                              NGX_HTTP_LLM_DEFAULT_MAX_TOKENS);
+
+    if (conf->max_tokens == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_budget_max_tokens must be above 0");
+        return NGX_CONF_ERROR;
+    }
 
     conf->catch_all = NULL;
 
@@ -1126,6 +1219,33 @@ ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *zp = zone;
 
     return NGX_CONF_OK;
+}
+
+
+ngx_http_llm_zone_t *
+ngx_http_llm_zone_named(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                 i;
+    ngx_http_llm_zone_t      **zones;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_gateway_module);
+
+    zones = lmcf->zones.elts;
+
+    for (i = 0; i < lmcf->zones.nelts; i++) {
+        if (zones[i]->name.len == name->len
+            && ngx_strncmp(zones[i]->name.data, name->data, name->len) == 0)
+        {
+            return zones[i];
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown llm_zone \"%V\" (an llm_zone is declared "
+                       "in http{} before it is used)", name);
+
+    return NULL;
 }
 
 

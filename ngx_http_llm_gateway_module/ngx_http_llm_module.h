@@ -15,6 +15,7 @@
 
 #include "ngx_http_llm_driver.h"
 #include "ngx_http_llm_zone.h"
+#include "ngx_http_llm_spend.h"
 
 
 /*
@@ -129,6 +130,11 @@ typedef struct {
 
     ngx_str_t                   route_zone_name;  /* llm_route_zone */
     ngx_http_llm_zone_t        *route_zone;    /* routing state */
+
+    ngx_array_t                *prices;        /* ngx_http_llm_price_t,
+                                                  sorted by name */
+    ngx_str_t                   prices_file;
+    time_t                      time_offset;   /* llm_test_time_offset */
 } ngx_http_llm_main_conf_t;
 
 
@@ -141,6 +147,10 @@ typedef struct {
     ngx_msec_t                  retry_after_max;
     size_t                      max_response;
     ngx_flag_t                  gateway;
+
+    ngx_array_t                *budgets;       /* ngx_http_llm_budget_t */
+    ngx_array_t                *limits;        /* ngx_http_llm_limit_t */
+    ngx_uint_t                  max_tokens;    /* llm_budget_max_tokens */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -170,6 +180,9 @@ typedef struct {
     size_t                      body_len;
     size_t                      body_size;
 
+    ngx_http_llm_price_t       *price;         /* NULL: unknown, cost 0 */
+    ngx_int_t                   max_output;    /* tokens reserved */
+
     void                       *sse;           /* ngx_http_llm_sse_t */
     ngx_chain_t                *held;          /* provider buffers kept
                                                   busy while the client
@@ -184,6 +197,8 @@ typedef struct {
     unsigned                    stream_done:1;
     unsigned                    too_big:1;
     unsigned                    untranslated:1;  /* driver failed */
+    unsigned                    over_budget:1;  /* stream cut by the gateway */
+    unsigned                    settled:1;
 } ngx_http_llm_attempt_t;
 
 
@@ -212,6 +227,8 @@ struct ngx_http_llm_ctx_s {
     ngx_uint_t                  nattempts;
     ngx_msec_t                  start;
     ngx_msec_t                  ttft;          /* -1 unknown */
+
+    ngx_http_llm_spend_t        spend;
 
     ngx_str_t                   replace;       /* error body replacing
                                                   nginx's own page */
@@ -279,6 +296,56 @@ ngx_int_t ngx_http_llm_error_json(ngx_pool_t *pool,
     ngx_http_llm_error_t *err, ngx_str_t *out);
 void ngx_http_llm_error_set(ngx_http_llm_error_t *err, ngx_uint_t status,
     char *type, char *code, char *param, ngx_str_t *message);
+
+/* ngx_http_llm_prices.c */
+char *ngx_http_llm_prices(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_llm_prices_init(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
+ngx_http_llm_price_t *ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf,
+    ngx_str_t *provider, ngx_str_t *model, ngx_log_t *log);
+int64_t ngx_http_llm_cost(ngx_http_llm_price_t *price, ngx_int_t prompt,
+    ngx_int_t completion, ngx_int_t cached);
+
+/* ngx_http_llm_spend.c: budgets, and what a request holds */
+char *ngx_http_llm_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+int64_t ngx_http_llm_usd_parse(ngx_str_t *s);
+u_char *ngx_http_llm_usd_print(u_char *p, int64_t nano);
+ngx_int_t ngx_http_llm_estimate(ngx_str_t *raw);
+time_t ngx_http_llm_budget_time(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_spend_init(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_budget_reserve(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
+void ngx_http_llm_spend_settle(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_attempt_t *a);
+void ngx_http_llm_spend_finish(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_uint_t ngx_http_llm_spend_over(ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_attempt_t *a);
+ngx_int_t ngx_http_llm_spend_headers(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
+ngx_int_t ngx_http_llm_send_budget(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_send_budget_full(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+/* the budgets of a zone, for status */
+ngx_int_t ngx_http_llm_budget_walk(ngx_http_llm_zone_t *zone,
+    ngx_http_llm_budget_walk_pt handler, void *data);
+
+/* ngx_http_llm_limit.c */
+char *ngx_http_llm_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_llm_limit_check(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_limit_settle(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_limit_headers(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_send_limited(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+
+/* ngx_http_llm_module.c: an llm_zone declared before, by name; logs */
+ngx_http_llm_zone_t *ngx_http_llm_zone_named(ngx_conf_t *cf,
+    ngx_str_t *name);
 
 /* ngx_http_llm_route.c */
 /* lmcf->routes from lmcf->route_lists, lmcf->route_zone named */

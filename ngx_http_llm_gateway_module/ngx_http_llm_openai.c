@@ -73,20 +73,27 @@ ngx_http_llm_openai_build(ngx_http_llm_call_t *call)
 
 
 /*
- * The client's body goes out as it came, with the target's model put in
- * and, for streams, usage asked for: two splices, no parse.
+ * The client's body goes out as it came, with the target's model put in,
+ * for streams usage asked for, and a budget's max_tokens: splices, no
+ * parse.
  */
+
+typedef struct {
+    u_char                     *from;          /* replaced: from..to */
+    u_char                     *to;
+    ngx_str_t                   with;
+} ngx_http_llm_splice_t;
+
 
 static ngx_int_t
 ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
 {
-    u_char              *p, *last, *brace;
-    size_t               len;
-    ngx_str_t           *model, *opts, with[2];
-    ngx_uint_t           i, n;
-    u_char              *from[2], *to[2], *tp;
-    ngx_str_t            tw;
-    ngx_http_llm_out_t   o;
+    u_char                 *p, *last, *brace, *num;
+    size_t                  len;
+    ngx_str_t              *model, *opts, *mt, *mc;
+    ngx_uint_t              i, j, n;
+    ngx_http_llm_out_t      o;
+    ngx_http_llm_splice_t   e[4], t;
 
     static ngx_str_t  usage = ngx_string("{\"include_usage\":true}");
     static ngx_str_t  member =
@@ -94,9 +101,12 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
 
     model = &call->members[NGX_HTTP_LLM_M_MODEL];
     opts = &call->members[NGX_HTTP_LLM_M_STREAM_OPTIONS];
+    mt = &call->members[NGX_HTTP_LLM_M_MAX_TOKENS];
+    mc = &call->members[NGX_HTTP_LLM_M_MAX_COMPLETION];
 
     n = 0;
     len = call->raw.len;
+    brace = ngx_strlchr(call->raw.data, call->raw.data + call->raw.len, '{');
 
     if (call->model.data != call->public_model.data) {
         o.pos = NULL;
@@ -104,36 +114,67 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
 
         ngx_http_llm_out_string(&o, &call->model);
 
-        with[n].data = ngx_http_llm_out_alloc(&o, call->pool);
-        if (with[n].data == NULL) {
+        e[n].with.data = ngx_http_llm_out_alloc(&o, call->pool);
+        if (e[n].with.data == NULL) {
             return NGX_ERROR;
         }
 
         ngx_http_llm_out_string(&o, &call->model);
-        with[n].len = o.pos - with[n].data;
+        e[n].with.len = o.pos - e[n].with.data;
 
-        from[n] = model->data;
-        to[n] = model->data + model->len;
-        len += with[n].len;
+        e[n].from = model->data;
+        e[n].to = model->data + model->len;
         n++;
     }
 
     if (call->stream) {
         if (opts->len) {
-            from[n] = opts->data;
-            to[n] = opts->data + opts->len;
-            with[n] = usage;
+            e[n].from = opts->data;
+            e[n].to = opts->data + opts->len;
+            e[n].with = usage;
 
         } else {
-            brace = ngx_strlchr(call->raw.data,
-                                call->raw.data + call->raw.len, '{');
-            from[n] = brace + 1;
-            to[n] = brace + 1;
-            with[n] = member;
+            e[n].from = brace + 1;
+            e[n].to = brace + 1;
+            e[n].with = member;
         }
 
-        len += with[n].len;
         n++;
+    }
+
+    if (call->max_tokens > 0) {
+        num = ngx_pnalloc(call->pool, sizeof("\"max_tokens\":,") - 1
+                                      + NGX_INT_T_LEN);
+        if (num == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (mt->len == 0 && mc->len == 0) {
+            e[n].from = brace + 1;
+            e[n].to = brace + 1;
+            e[n].with.data = num;
+            e[n].with.len = ngx_sprintf(num, "\"max_tokens\":%i,",
+                                        call->max_tokens)
+                            - num;
+            n++;
+
+        } else {
+            e[n].with.data = num;
+            e[n].with.len = ngx_sprintf(num, "%i", call->max_tokens) - num;
+
+            if (mt->len) {
+                e[n].from = mt->data;
+                e[n].to = mt->data + mt->len;
+                n++;
+            }
+
+            if (mc->len) {
+                e[n] = e[n - (mt->len ? 1 : 0)];
+                e[n].from = mc->data;
+                e[n].to = mc->data + mc->len;
+                n++;
+            }
+        }
     }
 
     if (n == 0) {
@@ -141,10 +182,20 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
         return NGX_OK;
     }
 
-    if (n == 2 && from[1] < from[0]) {
-        tp = from[0]; from[0] = from[1]; from[1] = tp;
-        tp = to[0]; to[0] = to[1]; to[1] = tp;
-        tw = with[0]; with[0] = with[1]; with[1] = tw;
+    /* in the order of the body; equal places keep theirs */
+
+    for (i = 1; i < n; i++) {
+        t = e[i];
+
+        for (j = i; j > 0 && e[j - 1].from > t.from; j--) {
+            e[j] = e[j - 1];
+        }
+
+        e[j] = t;
+    }
+
+    for (i = 0; i < n; i++) {
+        len += e[i].with.len;
     }
 
     p = ngx_pnalloc(call->pool, len);
@@ -156,9 +207,9 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
     last = call->raw.data;
 
     for (i = 0; i < n; i++) {
-        p = ngx_cpymem(p, last, from[i] - last);
-        p = ngx_cpymem(p, with[i].data, with[i].len);
-        last = to[i];
+        p = ngx_cpymem(p, last, e[i].from - last);
+        p = ngx_cpymem(p, e[i].with.data, e[i].with.len);
+        last = e[i].to;
     }
 
     p = ngx_cpymem(p, last, call->raw.data + call->raw.len - last);
@@ -321,6 +372,16 @@ ngx_http_llm_azure_body(ngx_http_llm_call_t *call)
 
     json_object_del(body, "model");
 
+    if (call->max_tokens > 0
+        && json_object_set_new(body,
+                               json_object_get(req, "max_completion_tokens")
+                               ? "max_completion_tokens" : "max_tokens",
+                               json_integer(call->max_tokens))
+           != 0)
+    {
+        goto failed;
+    }
+
     if (call->stream) {
 
         /* usage is always asked for: the core reports it, and strips the
@@ -368,8 +429,9 @@ static ngx_int_t
 ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
     ngx_str_t *data)
 {
-    u_char     *pos;
-    ngx_str_t   m[6], c[1], choice;
+    u_char      *pos;
+    ngx_str_t    m[6], c[1], choice;
+    ngx_uint_t   fin;
 
     static const char  *names[] = {
         "error", "usage", "choices", "id", "model", "created", NULL
@@ -434,9 +496,9 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
      * they name one: only a chunk that does not is read again.
      */
 
-    if (call->finish_reason.len == 0
-        && ngx_http_llm_openai_finishing(&m[2]))
-    {
+    fin = ngx_http_llm_openai_finishing(&m[2]);
+
+    if (call->finish_reason.len == 0 && fin) {
         pos = NULL;
 
         if (ngx_http_llm_json_next(&m[2], &pos, &choice) == NGX_OK
@@ -448,6 +510,12 @@ ngx_http_llm_openai_event(ngx_http_llm_call_t *call, ngx_str_t *event,
         {
             return NGX_ERROR;
         }
+    }
+
+    /* output tokens: about one a chunk, after the role's */
+
+    if (call->role_sent && !fin) {
+        call->produced++;
     }
 
     call->role_sent = 1;

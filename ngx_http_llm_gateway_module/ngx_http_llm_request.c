@@ -13,8 +13,8 @@
  *   content handler (ngx_http_llm_module.c), body read
  *     -> ngx_http_llm_body_handler: validate, route (drivers parse the
  *        body into a tree themselves, when they need one)
- *        -> refused (bad request, no route, every target cooling down)
- *                                                          REFUSED
+ *        -> refused (bad request, no route, a rate limit, no target a
+ *           budget can pay for, every target cooling down)  REFUSED
  *        -> ngx_http_llm_attempt_start (ngx_http_llm_attempt.c):
  *           a subrequest to the target's pass location; the filters
  *           (ngx_http_llm_filter.c) collect its answer or translate its
@@ -68,6 +68,12 @@ ngx_http_llm_ctx_create(ngx_http_request_t *r)
     ctx->request = r;
     ctx->start = ngx_current_msec;
     ctx->ttft = (ngx_msec_t) -1;
+
+    ctx->spend.cost = -1;
+    ctx->spend.limit = -1;
+    ctx->spend.remaining = -1;
+    ctx->spend.rl_requests = -1;
+    ctx->spend.rl_tokens = -1;
 
     ngx_http_llm_stream_init(&ctx->out, r->pool);
 
@@ -132,11 +138,27 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_OK) {
+        rc = ngx_http_llm_spend_init(r, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_limit_check(r, ctx);
+    }
+
+    if (rc == NGX_OK) {
         rc = ngx_http_llm_attempt_start(r, ctx);
 
         if (rc == NGX_OK) {
             return;
         }
+
+    } else if (rc == NGX_DECLINED) {
+        ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
+                         ngx_http_llm_send_limited(r, ctx));
+        return;
+
+    } else if (rc == NGX_BUSY) {
+        rc = NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
     ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
@@ -156,6 +178,13 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     case NGX_BUSY:
         return ngx_http_llm_send_cooling(r, ctx);
+
+    case NGX_HTTP_LLM_PAYMENT_REQUIRED:
+        return ngx_http_llm_send_budget(r, ctx);
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        /* a zone refused a budget or limit key */
+        return ngx_http_llm_send_budget_full(r, ctx);
 
     case NGX_ABORT:
         /* the body passed the scanner but not jansson */
@@ -207,6 +236,8 @@ ngx_http_llm_finish(ngx_http_request_t *r)
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm finish: outcome %d, %ui attempts, answer %p, last %p",
                    ctx->outcome, ctx->nattempts, ctx->answer, ctx->cur);
+
+    ngx_http_llm_spend_finish(r, ctx);
 
     return NGX_OK;
 }
@@ -331,8 +362,10 @@ ngx_http_llm_validate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_int_t   rc, dup;
     ngx_str_t  *m, *v, opt[1], first;
 
+    /* in the order of NGX_HTTP_LLM_M_* */
     static const char  *names[] = {
-        "model", "messages", "input", "stream", "stream_options", NULL
+        "model", "messages", "input", "stream", "stream_options",
+        "max_tokens", "max_completion_tokens", NULL
     };
 
     static const char  *options[] = { "include_usage", NULL };

@@ -189,6 +189,11 @@ ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
         return NGX_ERROR;
     }
 
+    /* output tokens, estimated from the text (quotes included): about 4
+     * bytes of ordinary text each */
+
+    call->produced += ngx_max((ngx_int_t) (text->len - 2) / 4, 1);
+
     /* the chunk is written, not built: its fields in the order of
      * ngx_http_llm_chunk_new(); the prefix is the same for every text
      * chunk of the stream */
@@ -264,6 +269,8 @@ ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
     if (chunk == NULL) {
         return NGX_ERROR;
     }
+
+    call->produced++;
 
     if (ngx_http_llm_stream_reserve(call->out, 512) != NGX_OK) {
         json_decref(chunk);
