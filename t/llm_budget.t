@@ -41,6 +41,9 @@ my %prices = map { $_ => { %price } }
 $prices{'sample_spec'} = { input_cost_per_token => 0,
     litellm_provider => 'one of https://docs.litellm.ai/docs/providers' };
 $prices{'dall-e-3'} = { output_cost_per_pixel => 0, mode => 'image' };
+# the provider's own entry wins over the bare name
+$prices{'m-hint'} = { input_cost_per_token => 1, output_cost_per_token => 1 };
+$prices{'p/m-hint'} = { %price };
 $t->write_file('prices.json', LLMGW::json_encode(\%prices));
 
 my $conf = <<'EOF';
@@ -76,6 +79,9 @@ http {
         llm_route  acut a:m-priced-fault-cut;
         llm_route  ign p:m-priced-fault-ignoremax;
         llm_route  free p:no-price-here;
+        llm_route  hint p:m-hint;
+        llm_route  dated p:gpt-4o-2024-08-06;
+        llm_route  adated a:claude-sonnet-4-5-20250929;
 
         access_log %%TESTDIR%%/spend.log spend;
 
@@ -176,6 +182,19 @@ for my $route (qw(m am gm zm)) {
                 "$route stream: \$llm_cost");
         }
     }
+}
+
+# the built-in table, a dated id priced as its family: gpt-4o at 2.50 and
+# 10 USD per million, claude-sonnet-4-5 at 3 and 15; a provider's entry
+for my $c (['dated', 2.5e-6, 1e-5], ['adated', 3e-6, 1.5e-5],
+    ['hint', 1e-5, 2e-5])
+{
+    my ($route, $in, $out) = @$c;
+    my $r = chat($t, $route, text => 'what does this cost');
+    my $u = $r->{json}{usage};
+    near($r->{headers}{'x-llm-cost'},
+        int(($u->{prompt_tokens} * $in + $u->{completion_tokens} * $out)
+            * 1e6) / 1e6, "$route: priced");
 }
 
 # an unknown model costs 0, and is warned about once

@@ -26,8 +26,9 @@ chomp $major;
 
 if ($major < 20) {
     $sdk = "$sdk/node18";
-    system("cp '$FindBin::Bin/sdk/run.mjs' '$sdk/run.mjs'") == 0
-        or BAIL_OUT('cannot copy run.mjs');
+    system("cp '$FindBin::Bin/sdk/run.mjs' '$FindBin::Bin/sdk/refused.mjs' "
+        . "'$sdk/'") == 0
+        or BAIL_OUT('cannot copy run.mjs and refused.mjs');
 }
 
 if (!-d "$sdk/node_modules/openai") {
@@ -48,6 +49,8 @@ my $locations = join '', map { proxy_location($_) }
     qw(openai azure anthropic gemini);
 $t->write_conf(<<'EOF' . $locations . "    }\n}\n");
 http {
+    llm_zone     llm 1m;
+
     llm_provider openai    format=openai    pass=/_llm/openai/
                            key_file=%%TESTDIR%%/key;
     llm_provider azure     format=azure     pass=/_llm/azure/
@@ -70,6 +73,14 @@ http {
             llm_route  emb-azure      azure:emb-deploy;
             llm_route  emb-gemini     gemini:text-embedding-004;
         }
+
+        # a budget that cannot pay for any answer: 402
+        location /poor/v1/ {
+            llm_gateway;
+            llm_route  sdk-openai  openai:gpt-4o;
+            llm_budget llm all 0.000001 total;
+            access_log %%TESTDIR%%/poor.log;
+        }
 EOF
 $t->run;
 
@@ -88,5 +99,16 @@ for my $run (@runs) {
     ok($rc == 0 && defined $plan && $plan == $seen,
         "$format: run.mjs ran every check") or diag("exit $rc");
 }
+
+# the SDK does not retry a 402, and the provider is never asked
+
+LLMGW::mock_reset($t);
+my ($rc, $plan, $seen) = sdk_run("$sdk/refused.mjs", 'budget', $base =~ s{/v1$}{/poor/v1}r,
+    'sdk-openai');
+ok($rc == 0 && defined $plan && $plan == $seen,
+    'budget: refused.mjs ran every check') or diag("exit $rc");
+is(scalar(log_lines($t, 'poor.log')), 2,
+    'budget: one request each (the SDK did not retry)');
+is(scalar @{ LLMGW::mock_requests($t) }, 0, 'budget: provider not asked');
 
 $t->done;

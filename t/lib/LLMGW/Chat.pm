@@ -182,7 +182,8 @@ sub error_is {
         if @_ > 4 && (!defined $param || $param ne '*');
 }
 
-# t/sdk/run.mjs (the OpenAI SDK) from the directory $sdk with @args: one
+# t/sdk/run.mjs (the OpenAI SDK) from the directory $sdk (or the script
+# $sdk, a path ending in .mjs) with @args: one
 # ok() per check it prints, named "$label: <check>" (a skip for its
 # "# SKIP"), its other lines as diag; returns (exit code, its plan, the
 # number of checks seen)
@@ -190,7 +191,8 @@ sub sdk_run {
     my ($sdk, $label, @args) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my $argv = join ' ', map { "'$_'" } @args;
-    my @out = `node '$sdk/run.mjs' $argv 2>&1`;
+    my $script = $sdk =~ /\.mjs$/ ? $sdk : "$sdk/run.mjs";
+    my @out = `node '$script' $argv 2>&1`;
     my $rc = $? >> 8;
     my ($plan, $seen) = (undef, 0);
     for my $l (@out) {
