@@ -127,6 +127,8 @@ my %desc = (
                              . 'model rewrite)',
     'gw-anthropic'        => 'gateway, Anthropic-format target (full '
                              . 'translation)',
+    'gw-spend'            => 'gateway, OpenAI-format target, with one '
+                             . 'budget and one rpm/tpm limit (llm_zone)',
     'baseline-stream'     => 'plain proxy_pass of llm_mock\'s OpenAI SSE '
                              . 'stream',
     'gw-openai-stream'    => 'gateway streaming, OpenAI-format target',
@@ -190,7 +192,6 @@ for my $n (@order) {
 }
 
 print <<EOF;
-| spend + limits | gateway with spend accounting and limits | not yet implemented | | | | | | | |
 | spend + limits + Redis | the same with Redis sync | not yet implemented | | | | | | | |
 | cache hit (exact) | gateway answering from its cache | not yet implemented | | | | | | | |
 | cache hit (semantic) | | not yet implemented | | | | | | | |
@@ -207,6 +208,8 @@ EOF
 my @pairs = (
     ['gw-openai', 'baseline'],
     ['gw-anthropic', 'baseline'],
+    ['gw-spend', 'baseline'],
+    ['gw-spend', 'gw-openai'],
     ['gw-openai-stream', 'baseline-stream'],
     ['gw-anthropic-stream', 'baseline-stream'],
     ['baseline', 'upstream-direct'],
@@ -311,6 +314,12 @@ target('passthrough added p99 at c=1', signed($r) . ' us', '<= 200 us',
 $r = paired('gw-anthropic', 'baseline', 'sat', 'rps', '/');
 target('Anthropic translation rps / proxy_pass rps (saturation)',
        fmt($r, '%.2fx'), '>= 0.8x', defined $r ? $r >= 0.8 : undef);
+$r = paired('gw-spend', 'baseline', 'sat', 'rps', '/');
+target('one budget and one limit: rps / proxy_pass rps (saturation)',
+       fmt($r, '%.2fx'), '>= 0.85x', defined $r ? $r >= 0.85 : undef);
+$r = paired('gw-spend', 'gw-openai', 'c1', 'p50', '-');
+target('one budget and one limit: added p50 over the gateway at c=1',
+       signed($r) . ' us', '<= 20 us', defined $r ? $r <= 20 : undef);
 target('cache hit rps / return 200 rps', 'not yet implemented', '>= 0.8x',
        undef);
 $r = $run{portkey} ? paired('gw-openai', 'portkey', 'sat', 'rps', '/')
