@@ -601,6 +601,14 @@ ngx_http_llm_attempt_judge(ngx_http_request_t *r, ngx_http_llm_attempt_t *a,
         return NGX_DECLINED;
     }
 
+    if (a->over_budget) {
+
+        /* ended by the gateway: no other target is tried for it */
+
+        v->what = ngx_http_llm_broken(a, &v->err);
+        return NGX_DECLINED;
+    }
+
     if (a->streaming) {
 
         /* complete when the provider said so or gave a reason */
@@ -754,6 +762,7 @@ ngx_http_llm_broken(ngx_http_llm_attempt_t *a, ngx_http_llm_error_t *err)
     }
 
     if (a->over_budget) {
+        err->status = NGX_HTTP_LLM_PAYMENT_REQUIRED;
         ngx_str_set(&err->type, "insufficient_quota");
         ngx_str_set(&err->code, "budget_exceeded");
         ngx_str_set(&err->message, "The answer reached what your budget "

@@ -298,10 +298,8 @@ ngx_http_llm_limit_check(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         node->tokens[slot] = (uint32_t) ngx_min((uint64_t) node->tokens[slot]
                                                 + need, 0xffffffff);
 
-        ngx_http_llm_zone_expires(node, (now + NGX_HTTP_LLM_LIMIT_WINDOW)
-                                        * 1000
-                                        + (ngx_http_llm_now()
-                                           - (uint64_t) ngx_time() * 1000));
+        ngx_http_llm_zone_expires(node, ngx_http_llm_now()
+                                        + NGX_HTTP_LLM_LIMIT_WINDOW * 1000);
 
         h->held = need;
         h->second = now;

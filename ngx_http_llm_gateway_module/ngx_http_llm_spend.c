@@ -449,6 +449,16 @@ ngx_http_llm_budget_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     prompt = ((int64_t) s->estimate * in + 999) / 1000;
     now = ngx_http_llm_budget_time(r);
 
+    /* budgets whose key is empty do not account this request */
+
+    for (i = 0; i < n && s->budgets[i].key.len == 0; i++) {
+        /* void */
+    }
+
+    if (i == n) {
+        return NGX_OK;
+    }
+
     for (i = 0; i < n; i++) {
         h = &s->budgets[i];
 

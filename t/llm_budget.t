@@ -314,9 +314,12 @@ error_is($r, 402, 'insufficient_quota', 'budget_exceeded', undef,
 is(scalar @{ LLMGW::mock_requests($t) }, 0, 'shared budget: provider not asked');
 
 # an empty key is not accounted
-$r = chat($t, 'm', uri => '/b/v1/chat/completions', text => 'anonymous');
+$r = chat($t, 'm', uri => '/b/v1/chat/completions', text => 'anonymous',
+    reset => 1);
 is($r->{status}, 200, 'empty key: 200');
 ok(!defined $r->{headers}{'x-llm-budget-limit'}, 'empty key: no budget');
+($req) = @{ LLMGW::mock_requests($t) };
+ok(!exists $req->{json}{max_tokens}, 'empty key: request unchanged');
 
 ###############################################################################
 # streams cut off are charged; a provider ignoring max_tokens is stopped
