@@ -101,6 +101,11 @@ http {
             llm_budget llm all 0.003 total;
         }
 
+        location /mo/v1/ {
+            llm_gateway;
+            llm_budget llm $team 0.003 month;
+        }
+
         location /tiny/v1/ {
             llm_gateway;
             llm_budget tiny $team 1 day;
@@ -375,6 +380,14 @@ $r = chat($t, 'm', uri => '/b/v1/chat/completions', text => 'x',
     headers => { Authorization => 'Bearer sk-conc' });
 is($r->{status}, 402, 'before reload: refused');
 
+# a monthly budget used up
+for (1 .. 5) {
+    $r = chat($t, 'm', uri => '/mo/v1/chat/completions',
+        text => '__words_60__', headers => { Authorization => 'Bearer sk-mo' });
+    last if $r->{status} != 200;
+}
+is($r->{status}, 402, 'month: used up');
+
 $t->reload;
 $r = chat($t, 'm', uri => '/b/v1/chat/completions', text => 'x',
     headers => { Authorization => 'Bearer sk-conc' });
@@ -401,6 +414,9 @@ $t->reload;
 $r = chat($t, 'm', uri => '/two/v1/chat/completions', text => 'x',
     headers => { Authorization => 'Bearer sk-two' });
 is($r->{status}, 402, 'next month: "all" (total) still refuses');
+$r = chat($t, 'm', uri => '/mo/v1/chat/completions', text => 'x',
+    headers => { Authorization => 'Bearer sk-mo' });
+is($r->{status}, 200, 'next month: a monthly budget renews');
 
 ###############################################################################
 # nginx -t and the prices file
