@@ -251,6 +251,11 @@ ngx_http_llm_limit_check(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     for (i = 0; i < n; i++) {
         h = &s->limits[i];
 
+        if (h->key.len == 0) {
+            /* an empty key is not limited */
+            continue;
+        }
+
         ngx_http_llm_zone_lock(l[i].zone);
 
         node = ngx_http_llm_zone_get(l[i].zone, NGX_HTTP_LLM_KIND_LIMIT,
@@ -390,6 +395,10 @@ ngx_http_llm_limit_undo(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     for (i = 0; i < n; i++) {
         h = &ctx->spend.limits[i];
+
+        if (h->second == 0) {
+            continue;
+        }
 
         ngx_http_llm_zone_lock(l[i].zone);
 

@@ -18,6 +18,7 @@ static ngx_int_t ngx_http_llm_openai_event(ngx_http_llm_call_t *call,
 static void ngx_http_llm_openai_error(ngx_http_llm_call_t *call,
     ngx_uint_t status, ngx_str_t *body, ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_openai_splice(ngx_http_llm_call_t *call);
+static const char *ngx_http_llm_openai_max_name(ngx_http_llm_call_t *call);
 static ngx_int_t ngx_http_llm_openai_parse_raw(ngx_http_llm_call_t *call,
     ngx_str_t *body);
 static void ngx_http_llm_openai_usage_raw(ngx_http_llm_call_t *call,
@@ -143,8 +144,9 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
     }
 
     if (call->max_tokens > 0) {
-        num = ngx_pnalloc(call->pool, sizeof("\"max_tokens\":,") - 1
-                                      + NGX_INT_T_LEN);
+        num = ngx_pnalloc(call->pool,
+                          sizeof("\"max_completion_tokens\":,") - 1
+                          + NGX_INT_T_LEN);
         if (num == NULL) {
             return NGX_ERROR;
         }
@@ -153,7 +155,8 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
             e[n].from = brace + 1;
             e[n].to = brace + 1;
             e[n].with.data = num;
-            e[n].with.len = ngx_sprintf(num, "\"max_tokens\":%i,",
+            e[n].with.len = ngx_sprintf(num, "\"%s\":%i,",
+                                        ngx_http_llm_openai_max_name(call),
                                         call->max_tokens)
                             - num;
             n++;
@@ -217,6 +220,31 @@ ngx_http_llm_openai_splice(ngx_http_llm_call_t *call)
     call->raw_body.len = p - call->raw_body.data;
 
     return NGX_OK;
+}
+
+
+/*
+ * The member a budget's limit goes into when the client named none:
+ * OpenAI's reasoning models (o1, o3, o4, gpt-5) refuse "max_tokens",
+ * which other OpenAI-compatible servers may be the only ones to know.
+ */
+
+static const char *
+ngx_http_llm_openai_max_name(ngx_http_llm_call_t *call)
+{
+    u_char  *p;
+    size_t   len;
+
+    p = call->model.data;
+    len = call->model.len;
+
+    if ((len >= 2 && p[0] == 'o' && p[1] >= '1' && p[1] <= '9')
+        || (len >= 5 && ngx_strncmp(p, "gpt-5", 5) == 0))
+    {
+        return "max_completion_tokens";
+    }
+
+    return "max_tokens";
 }
 
 
@@ -375,7 +403,8 @@ ngx_http_llm_azure_body(ngx_http_llm_call_t *call)
     if (call->max_tokens > 0
         && json_object_set_new(body,
                                json_object_get(req, "max_completion_tokens")
-                               ? "max_completion_tokens" : "max_tokens",
+                               ? "max_completion_tokens"
+                               : ngx_http_llm_openai_max_name(call),
                                json_integer(call->max_tokens))
            != 0)
     {

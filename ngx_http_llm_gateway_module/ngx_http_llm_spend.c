@@ -698,6 +698,14 @@ ngx_http_llm_attempt_cost(ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a,
     prompt = call->usage.prompt;
     completion = call->usage.completion;
 
+    if (!a->finished && prompt < 0) {
+
+        /* the client went away during the attempt: the provider has
+         * read the prompt, at least */
+
+        prompt = ctx->spend.estimate;
+    }
+
     if (a->streaming && !a->stream_done && call->finish_reason.len == 0) {
 
         /* cut off: at least what was seen */
@@ -872,7 +880,7 @@ ngx_http_llm_send_budget(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 }
 
 
-/* 503: a zone full of budget keys refused this one */
+/* 503: a zone full of budget keys refused this one (or a limit's) */
 
 ngx_int_t
 ngx_http_llm_send_budget_full(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
@@ -882,8 +890,8 @@ ngx_http_llm_send_budget_full(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_error_set(&err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
                            "budget_unavailable", NULL, NULL);
     ngx_str_set(&err.message, "The gateway cannot account for this key: "
-                              "its budget store is full. Please contact the "
-                              "operator.");
+                              "its store of budgets and limits is full. "
+                              "Please contact the operator.");
 
     return ngx_http_llm_send_error(r, ctx, NULL, &err);
 }

@@ -81,6 +81,7 @@ http {
         llm_route  free p:no-price-here;
         llm_route  hint p:m-hint;
         llm_route  dated p:gpt-4o-2024-08-06;
+        llm_route  reason p:o3-mini;
         llm_route  adated a:claude-sonnet-4-5-20250929;
 
         access_log %%TESTDIR%%/spend.log spend;
@@ -311,6 +312,15 @@ my $mt = $req->{json}{max_tokens};
 ok($mt >= 16 && $mt < 200, "lowered: provider asked for $mt tokens");
 is($r->{json}{choices}[0]{finish_reason}, 'length', 'lowered: length');
 ok($r->{headers}{'x-llm-budget-remaining'} >= 0, 'lowered: not overrun');
+
+# a reasoning model gets max_completion_tokens, which it alone accepts
+$r = chat($t, 'reason', uri => '/b/v1/chat/completions', text => 'think',
+    headers => { Authorization => 'Bearer sk-reason' }, reset => 1);
+is($r->{status}, 200, 'reasoning model: 200');
+($req) = @{ LLMGW::mock_requests($t) };
+is($req->{json}{max_completion_tokens}, 100,
+    'reasoning model: max_completion_tokens');
+ok(!exists $req->{json}{max_tokens}, 'reasoning model: no max_tokens');
 
 $r = chat($t, 'm', uri => '/two/v1/chat/completions', text => 'again',
     headers => { Authorization => 'Bearer sk-other' }, reset => 1);

@@ -59,6 +59,11 @@ http {
             llm_limit llm b2:$key rpm=2;
         }
 
+        location /nokey/v1/ {
+            llm_gateway;
+            llm_limit llm $http_x_team rpm=1;
+        }
+
         location /short/v1/ {
             llm_gateway;
             llm_limit llm s:$key rpm=1;
@@ -133,6 +138,20 @@ error_is($r, 429, 'tokens', 'rate_limit_exceeded', undef, 'tpm: too large');
 like($r->{json}{error}{message}, qr/^Request too large for tokens per min/,
     'tpm: too large message');
 ok(!defined $r->{headers}{'retry-after'}, 'tpm: too large: no Retry-After');
+
+###############################################################################
+# an empty key is not limited
+
+@r = map { ask('nokey', 'k1') } 1 .. 3;
+is(join(' ', map { $_->{status} } @r), '200 200 200', 'empty key: not limited');
+ok(!defined $r[0]{headers}{'x-ratelimit-limit-requests'},
+    'empty key: no headers');
+$r = chat($t, 'm', uri => '/nokey/v1/chat/completions',
+    headers => { 'X-Team' => 'blue' });
+is($r->{status}, 200, 'a key: first');
+$r = chat($t, 'm', uri => '/nokey/v1/chat/completions',
+    headers => { 'X-Team' => 'blue' });
+is($r->{status}, 429, 'a key: limited');
 
 ###############################################################################
 # two limits
