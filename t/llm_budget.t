@@ -386,7 +386,9 @@ like($t->error_log, qr/llm_zone "tiny" is full/, 'tiny zone: logged');
 ###############################################################################
 # reload keeps what was spent; a new day starts with nothing spent
 
-$r = chat($t, 'm', uri => '/b/v1/chat/completions', text => 'x',
+# the request refused last, again (a smaller one could still fit)
+$r = chat($t, 'm', uri => '/b/v1/chat/completions',
+    text => 'more __words_60__',
     headers => { Authorization => 'Bearer sk-conc' });
 is($r->{status}, 402, 'before reload: refused');
 
@@ -399,7 +401,8 @@ for (1 .. 5) {
 is($r->{status}, 402, 'month: used up');
 
 $t->reload;
-$r = chat($t, 'm', uri => '/b/v1/chat/completions', text => 'x',
+$r = chat($t, 'm', uri => '/b/v1/chat/completions',
+    text => 'more __words_60__',
     headers => { Authorization => 'Bearer sk-conc' });
 is($r->{status}, 402, 'after reload: still refused');
 $r = chat($t, 'm', uri => '/two/v1/chat/completions', text => 'x',
