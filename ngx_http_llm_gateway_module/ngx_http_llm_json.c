@@ -12,6 +12,13 @@ typedef struct {
     ngx_str_t     *values;
     ngx_uint_t     count;
     ngx_int_t      dup;
+
+    /*
+     * by the low 6 bits of the first byte of a key, 1 + the index of the
+     * first name that the key can be (names are tried in order from
+     * there), 0 if it can be none
+     */
+    u_char         start[64];
 } ngx_http_llm_json_members_t;
 
 
@@ -21,11 +28,16 @@ static u_char *ngx_http_llm_json_value(u_char *p, u_char *last,
     ngx_uint_t depth);
 static u_char *ngx_http_llm_json_object(u_char *p, u_char *last,
     ngx_uint_t depth, ngx_http_llm_json_members_t *m);
+static u_char *ngx_http_llm_json_array(u_char *p, u_char *last,
+    ngx_uint_t depth);
+static void ngx_http_llm_json_member(ngx_http_llm_json_members_t *m,
+    u_char *key, u_char *end, ngx_uint_t plain, u_char *v, u_char *p);
 static ngx_uint_t ngx_http_llm_json_key_is(u_char *key, u_char *end,
     const char *name);
-static u_char *ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
-    ngx_uint_t first, ngx_uint_t *end);
-static u_char *ngx_http_llm_json_str(u_char *p, u_char *last);
+static ngx_inline u_char *ngx_http_llm_json_str(u_char *p, u_char *last);
+static u_char *ngx_http_llm_json_str_rest(u_char *p, u_char *last);
+static ngx_inline u_char *ngx_http_llm_json_plain(u_char *p, u_char *last);
+static u_char *ngx_http_llm_json_char(u_char *p, u_char *last);
 static ngx_int_t ngx_http_llm_json_hex(u_char *p);
 static u_char *ngx_http_llm_json_unescape(u_char **src, u_char *dst);
 static u_char *ngx_http_llm_json_number(u_char *p, u_char *last);
@@ -37,10 +49,12 @@ static size_t ngx_http_llm_utf8_fix(u_char *p, u_char *last, u_char *dst);
 
 
 /*
- * Whether one of the 8 bytes in w is a control character, a quote, a
- * backslash or not ASCII: the high bit of each byte, of each byte minus
- * 0x20, and of each byte equal to '"' or '\\' minus 1 (a borrow sets more
- * bits only after a byte that sets one).
+ * The high bit set in each of the 8 bytes in w that is a control
+ * character, a quote, a backslash or not ASCII: the high bit of each byte,
+ * of each byte minus 0x20, and of each byte equal to '"' or '\\' minus 1.
+ * A borrow may set it in a byte more significant than one that has it,
+ * never in a less significant one: in memory order on a little-endian
+ * machine, the lowest bit set is the first byte that needs a look.
  */
 
 #define ngx_http_llm_json_special(w)                                         \
@@ -50,8 +64,10 @@ static size_t ngx_http_llm_utf8_fix(u_char *p, u_char *last, u_char *dst);
      & 0x8080808080808080ULL)
 
 
+/* compact JSON has no white space: one test passes over any other byte */
+
 #define ngx_http_llm_json_ws(p, last)                                        \
-    while (p < last                                                          \
+    while (p != last && *p <= ' '                                            \
            && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))         \
     {                                                                        \
         p++;                                                                 \
@@ -112,13 +128,30 @@ ngx_http_llm_json_members_dup(u_char *p, u_char *last, const char **names,
 static ngx_int_t
 ngx_http_llm_json_scan(u_char *p, u_char *last, ngx_http_llm_json_members_t *m)
 {
-    ngx_uint_t  i, object;
+    u_char      *s;
+    ngx_uint_t   i, object;
 
     m->count = 0;
     m->dup = -1;
 
-    for (i = 0; m->names && m->names[i]; i++) {
-        ngx_str_null(&m->values[i]);
+    ngx_memzero(m->start, sizeof(m->start));
+
+    if (m->names) {
+
+        /* a key that starts with an escape can be any name */
+
+        m->start['\\' & 0x3f] = 1;
+
+        for (i = 0; m->names[i]; i++) {
+            ngx_str_null(&m->values[i]);
+
+            s = &m->start[m->names[i][0] & 0x3f];
+
+            if (*s == 0) {
+                /* a name past the 255th is tried from the 255th on */
+                *s = (u_char) ngx_min(i, 254) + 1;
+            }
+        }
     }
 
     ngx_http_llm_json_ws(p, last);
@@ -146,6 +179,9 @@ ngx_http_llm_json_scan(u_char *p, u_char *last, ngx_http_llm_json_members_t *m)
  * p follows the opening brace; returns the byte after the closing one.
  * m, NULL in nested objects, gets the named members, the number of
  * members, and the first name seen twice.
+ *
+ * Compact JSON has no white space between tokens: each step looks for
+ * the byte it expects first, and skips white space only if that fails.
  */
 
 static u_char *
@@ -153,37 +189,51 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
     ngx_http_llm_json_members_t *m)
 {
     u_char      *key, *end, *v;
-    ngx_uint_t   i, n, close;
+    ngx_uint_t   n, plain;
 
-    for (n = 0; /* void */; n++) {
+    ngx_http_llm_json_ws(p, last);
 
-        p = ngx_http_llm_json_sep(p, last, '}', n == 0, &close);
+    n = 0;
 
-        if (p == NULL || close) {
-            if (m) {
-                m->count = n;
-            }
+    if (p != last && *p == '}') {
+        goto done;
+    }
 
-            return p;
-        }
+    /* the members would be too deep */
+
+    if (depth + 1 >= NGX_HTTP_LLM_JSON_MAX_DEPTH) {
+        return NULL;
+    }
+
+    for ( ;; ) {
 
         if (p == last || *p != '"') {
             return NULL;
         }
 
-        key = p + 1;
+        /* the key: plain ASCII as a rule, and then no escapes to read */
 
-        p = ngx_http_llm_json_str(p, last);
-        if (p == NULL) {
-            return NULL;
+        key = p + 1;
+        end = ngx_http_llm_json_plain(key, last);
+        plain = (end != last && *end == '"');
+
+        if (!plain) {
+            end = ngx_http_llm_json_str_rest(end, last);
+            if (end == NULL) {
+                return NULL;
+            }
+
+            end--;
         }
 
-        end = p - 1;
-
-        ngx_http_llm_json_ws(p, last);
+        p = end + 1;
 
         if (p == last || *p != ':') {
-            return NULL;
+            ngx_http_llm_json_ws(p, last);
+
+            if (p == last || *p != ':') {
+                return NULL;
+            }
         }
 
         p++;
@@ -191,33 +241,178 @@ ngx_http_llm_json_object(u_char *p, u_char *last, ngx_uint_t depth,
 
         v = p;
 
+        /* strings and nulls, the most common values, skip the dispatch */
+
+        if (p != last && *p == '"') {
+            p = ngx_http_llm_json_str(p, last);
+
+        } else if (last - p >= 4 && ngx_memcmp(p, "null", 4) == 0) {
+            p += 4;
+
+        } else {
+            p = ngx_http_llm_json_value(p, last, depth + 1);
+        }
+
+        if (p == NULL) {
+            return NULL;
+        }
+
+        n++;
+
+        if (m && m->start[*key & 0x3f]) {
+            ngx_http_llm_json_member(m, key, end, plain, v, p);
+        }
+
+        if (p == last || *p != ',') {
+            ngx_http_llm_json_ws(p, last);
+
+            if (p != last && *p == '}') {
+                break;
+            }
+
+            if (p == last || *p != ',') {
+                if (m) {
+                    /* not valid: the count is of the members read */
+                    m->count = n;
+                }
+
+                return NULL;
+            }
+        }
+
+        p++;
+        ngx_http_llm_json_ws(p, last);
+    }
+
+done:
+
+    if (m) {
+        m->count = n;
+    }
+
+    return p + 1;
+}
+
+
+/*
+ * depth counts as jansson does, so that the same documents are too deep
+ * for both: the top value is at depth 0, the values in it at depth 1, ...
+ * A container checks that its values are not too deep.
+ */
+
+static u_char *
+ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
+{
+    if (p == last) {
+        return NULL;
+    }
+
+    switch (*p) {
+
+    case '"':
+        return ngx_http_llm_json_str(p, last);
+
+    case '{':
+        return ngx_http_llm_json_object(p + 1, last, depth, NULL);
+
+    case '[':
+        return ngx_http_llm_json_array(p + 1, last, depth);
+
+    case 't':
+        return (last - p >= 4 && ngx_memcmp(p, "true", 4) == 0)
+               ? p + 4 : NULL;
+
+    case 'f':
+        return (last - p >= 5 && ngx_memcmp(p, "false", 5) == 0)
+               ? p + 5 : NULL;
+
+    case 'n':
+        return (last - p >= 4 && ngx_memcmp(p, "null", 4) == 0)
+               ? p + 4 : NULL;
+
+    default:
+        return ngx_http_llm_json_number(p, last);
+    }
+}
+
+
+/* p follows the opening bracket; returns the byte after the closing one */
+
+static u_char *
+ngx_http_llm_json_array(u_char *p, u_char *last, ngx_uint_t depth)
+{
+    ngx_http_llm_json_ws(p, last);
+
+    if (p != last && *p == ']') {
+        return p + 1;
+    }
+
+    /* the elements would be too deep */
+
+    if (depth + 1 >= NGX_HTTP_LLM_JSON_MAX_DEPTH) {
+        return NULL;
+    }
+
+    for ( ;; ) {
+
         p = ngx_http_llm_json_value(p, last, depth + 1);
         if (p == NULL) {
             return NULL;
         }
 
-        if (m == NULL || m->names == NULL) {
+        if (p == last || *p != ',') {
+            ngx_http_llm_json_ws(p, last);
+
+            if (p != last && *p == ']') {
+                return p + 1;
+            }
+
+            if (p == last || *p != ',') {
+                return NULL;
+            }
+        }
+
+        p++;
+        ngx_http_llm_json_ws(p, last);
+    }
+}
+
+
+/* the value v..p of the key key..end goes to the name it is, if any */
+
+static void
+ngx_http_llm_json_member(ngx_http_llm_json_members_t *m, u_char *key,
+    u_char *end, ngx_uint_t plain, u_char *v, u_char *p)
+{
+    size_t       len;
+    ngx_uint_t   i, is;
+    const char  *name;
+
+    len = end - key;
+
+    for (i = m->start[*key & 0x3f] - 1; m->names[i]; i++) {
+        name = m->names[i];
+
+        /* most keys differ from a name in their first byte */
+
+        if (*key != '\\' && *key != (u_char) name[0]) {
             continue;
         }
 
-        for (i = 0; m->names[i]; i++) {
+        /* a plain key has no escapes: it is its text */
 
-            /* most keys differ from a name in their first byte */
+        is = plain ? (ngx_strncmp(key, name, len) == 0 && name[len] == '\0')
+                   : ngx_http_llm_json_key_is(key, end, name);
 
-            if (*key != '\\' && *key != (u_char) m->names[i][0]) {
-                continue;
+        if (is) {
+
+            if (m->values[i].data && m->dup == -1) {
+                m->dup = i;
             }
 
-            if (ngx_http_llm_json_key_is(key, end, m->names[i])) {
-
-                if (m->values[i].data && m->dup == -1) {
-                    m->dup = i;
-                }
-
-                m->values[i].data = v;
-                m->values[i].len = p - v;
-                break;
-            }
+            m->values[i].data = v;
+            m->values[i].len = p - v;
+            return;
         }
     }
 }
@@ -256,96 +451,80 @@ ngx_http_llm_json_key_is(u_char *key, u_char *end, const char *name)
 
 
 /*
- * depth counts as jansson does, so that the same documents are too deep
- * for both: the top value is at depth 0, the values in it at depth 1, ...
+ * p points at the opening quote; returns the byte after the closing one.
+ * As jansson: UTF-8 only, and no \u0000 or unpaired surrogate escapes.
+ * Most strings are plain ASCII: they take no call.
  */
 
-static u_char *
-ngx_http_llm_json_value(u_char *p, u_char *last, ngx_uint_t depth)
+static ngx_inline u_char *
+ngx_http_llm_json_str(u_char *p, u_char *last)
 {
-    ngx_uint_t  first, end;
+    p = ngx_http_llm_json_plain(p + 1, last);
 
-    if (p == last || depth >= NGX_HTTP_LLM_JSON_MAX_DEPTH) {
-        return NULL;
+    if (p != last && *p == '"') {
+        return p + 1;
     }
 
-    switch (*p) {
+    return ngx_http_llm_json_str_rest(p, last);
+}
 
-    case '"':
-        return ngx_http_llm_json_str(p, last);
 
-    case '{':
-        return ngx_http_llm_json_object(p + 1, last, depth, NULL);
+/* the rest of a string from the first byte that is not plain */
 
-    case '[':
-        break;
+static u_char *
+ngx_http_llm_json_str_rest(u_char *p, u_char *last)
+{
+    for ( ;; ) {
 
-    case 't':
-        return (last - p >= 4 && ngx_strncmp(p, "true", 4) == 0)
-               ? p + 4 : NULL;
-
-    case 'f':
-        return (last - p >= 5 && ngx_strncmp(p, "false", 5) == 0)
-               ? p + 5 : NULL;
-
-    case 'n':
-        return (last - p >= 4 && ngx_strncmp(p, "null", 4) == 0)
-               ? p + 4 : NULL;
-
-    default:
-        return ngx_http_llm_json_number(p, last);
-    }
-
-    /* an array */
-
-    p++;
-
-    for (first = 1; /* void */; first = 0) {
-
-        p = ngx_http_llm_json_sep(p, last, ']', first, &end);
-
-        if (p == NULL || end) {
-            return p;
+        if (p == last) {
+            return NULL;
         }
 
-        p = ngx_http_llm_json_value(p, last, depth + 1);
+        p = ngx_http_llm_json_char(p, last);
+
         if (p == NULL) {
             return NULL;
+        }
+
+        p = ngx_http_llm_json_plain(p, last);
+
+        if (p != last && *p == '"') {
+            return p + 1;
         }
     }
 }
 
 
 /*
- * Before a member or an element: white space, and the comma after the
- * previous one.  *end is set at the closing bracket, and the byte after it
- * is returned; NULL: a syntax error.
+ * Printable ASCII other than the quote and the backslash: the first byte
+ * in p..last that is not, or last.  8 bytes at a time while there are 8.
  */
 
-static u_char *
-ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
-    ngx_uint_t first, ngx_uint_t *end)
+static ngx_inline u_char *
+ngx_http_llm_json_plain(u_char *p, u_char *last)
 {
-    ngx_http_llm_json_ws(p, last);
+    uint64_t  w;
 
-    if (p == last) {
-        return NULL;
-    }
+    while (last - p >= 8) {
+        ngx_memcpy(&w, p, 8);
 
-    if (*p == close) {
-        *end = 1;
-        return p + 1;
-    }
+        w = ngx_http_llm_json_special(w);
 
-    *end = 0;
-
-    if (!first) {
-        if (*p != ',') {
-            return NULL;
+        if (w) {
+#if (NGX_HAVE_LITTLE_ENDIAN && defined __GNUC__)
+            return p + __builtin_ctzll(w) / 8;
+#else
+            break;
+#endif
         }
 
+        p += 8;
+    }
+
+    while (p < last && (u_char) (*p - 0x20) < 0x60
+           && *p != '"' && *p != '\\')
+    {
         p++;
-        ngx_http_llm_json_ws(p, last);
     }
 
     return p;
@@ -353,118 +532,84 @@ ngx_http_llm_json_sep(u_char *p, u_char *last, u_char close,
 
 
 /*
- * p points at the opening quote; returns the byte after the closing one.
- * As jansson: UTF-8 only, and no \u0000 or unpaired surrogate escapes.
+ * p points at a byte of a string that is neither plain nor the closing
+ * quote: an escape, UTF-8 or a control character.  Returns the byte after
+ * the escape or the run of UTF-8 sequences, NULL if they are not valid.
  */
 
 static u_char *
-ngx_http_llm_json_str(u_char *p, u_char *last)
+ngx_http_llm_json_char(u_char *p, u_char *last)
 {
     size_t     n, bad;
-    uint64_t   w;
     ngx_int_t  c;
 
-    p++;
+    if (*p >= 0x80) {
 
-    for ( ;; ) {
+        /* text that is not ASCII rarely has ASCII in every 8 bytes */
 
-        /*
-         * printable ASCII other than the quote and the backslash, 8 bytes
-         * at a time, then up to the byte that needs a look
-         */
-
-        while (last - p >= 8) {
-            ngx_memcpy(&w, p, 8);
-
-            if (ngx_http_llm_json_special(w)) {
-                break;
-            }
-
-            p += 8;
-        }
-
-        while (p < last && (u_char) (*p - 0x20) < 0x60
-               && *p != '"' && *p != '\\')
-        {
-            p++;
-        }
-
-        if (p == last) {
-            return NULL;
-        }
-
-        if (*p == '"') {
-            return p + 1;
-        }
-
-        if (*p >= 0x80) {
-
-            /* text that is not ASCII rarely has ASCII in every 8 bytes */
-
-            do {
-                n = ngx_http_llm_utf8_seq(p, last, &bad);
-                if (n == 0) {
-                    return NULL;
-                }
-
-                p += n;
-
-            } while (p < last && *p >= 0x80);
-
-            continue;
-        }
-
-        if (*p != '\\') {
-            return NULL;
-        }
-
-        if (++p == last) {
-            return NULL;
-        }
-
-        switch (*p) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n':
-        case 'r': case 't':
-            break;
-
-        case 'u':
-            if (last - p < 5) {
+        do {
+            n = ngx_http_llm_utf8_seq(p, last, &bad);
+            if (n == 0) {
                 return NULL;
             }
 
-            c = ngx_http_llm_json_hex(p + 1);
+            p += n;
 
-            if (c <= 0 || (c >= 0xdc00 && c <= 0xdfff)) {
-                return NULL;
-            }
+        } while (p < last && *p >= 0x80);
 
-            p += 4;
-
-            if (c >= 0xd800 && c <= 0xdbff) {
-
-                /* a high surrogate, a low one must follow */
-
-                if (last - p < 7 || p[1] != '\\' || p[2] != 'u') {
-                    return NULL;
-                }
-
-                c = ngx_http_llm_json_hex(p + 3);
-
-                if (c < 0xdc00 || c > 0xdfff) {
-                    return NULL;
-                }
-
-                p += 6;
-            }
-
-            break;
-
-        default:
-            return NULL;
-        }
-
-        p++;
+        return p;
     }
+
+    if (*p != '\\') {
+        return NULL;
+    }
+
+    if (++p == last) {
+        return NULL;
+    }
+
+    switch (*p) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+    case 'r': case 't':
+        break;
+
+    case 'u':
+        if (last - p < 5) {
+            return NULL;
+        }
+
+        c = ngx_http_llm_json_hex(p + 1);
+
+        if (c <= 0 || (c >= 0xdc00 && c <= 0xdfff)) {
+            return NULL;
+        }
+
+        p += 4;
+
+        if (c >= 0xd800 && c <= 0xdbff) {
+
+            /* a high surrogate, a low one must follow */
+
+            if (last - p < 7 || p[1] != '\\' || p[2] != 'u') {
+                return NULL;
+            }
+
+            c = ngx_http_llm_json_hex(p + 3);
+
+            if (c < 0xdc00 || c > 0xdfff) {
+                return NULL;
+            }
+
+            p += 6;
+        }
+
+        break;
+
+    default:
+        return NULL;
+    }
+
+    return p + 1;
 }
 
 
@@ -973,16 +1118,27 @@ ngx_http_llm_utf8_seq(u_char *p, u_char *last, size_t *bad)
 
 /*
  * The first ill-formed subpart in p..last, and its length in *bad; last if
- * there is none.  ASCII goes 8 bytes at a time.
+ * there is none.  ASCII goes 16 bytes at a time, then 8.
  */
 
 static u_char *
 ngx_http_llm_utf8_find(u_char *p, u_char *last, size_t *bad)
 {
     size_t    n;
-    uint64_t  w;
+    uint64_t  w, w2;
 
     for ( ;; ) {
+
+        while (last - p >= 16) {
+            ngx_memcpy(&w, p, 8);
+            ngx_memcpy(&w2, p + 8, 8);
+
+            if ((w | w2) & 0x8080808080808080ULL) {
+                break;
+            }
+
+            p += 16;
+        }
 
         while (last - p >= 8) {
             ngx_memcpy(&w, p, 8);
