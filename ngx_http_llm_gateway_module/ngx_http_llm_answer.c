@@ -71,7 +71,9 @@ ngx_http_llm_send_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
     }
 
-    if (ngx_http_llm_spend_headers(r, ctx, a) != NGX_OK) {
+    if (ngx_http_llm_spend_headers(r, ctx, a) != NGX_OK
+        || ngx_http_llm_cache_headers(r, ctx) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -114,6 +114,15 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         call->include_usage = ctx->include_usage;
         call->out = &ctx->out;
 
+        if (ctx->cache.store && ctx->stream
+            && ctx->endpoint == NGX_HTTP_LLM_CHAT)
+        {
+            call->acc = ngx_http_llm_acc_create(r->pool);
+            if (call->acc == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
         a->price = ngx_http_llm_price_find(lmcf, &t->provider->name,
                                            &call->model, r->connection->log);
 
@@ -519,6 +528,8 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     if (!failed) {
+        ctx->answer_body = v.body;
+
         ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_ANSWERED,
                          ngx_http_llm_send_answer(r, ctx, a, &v.body));
         return;

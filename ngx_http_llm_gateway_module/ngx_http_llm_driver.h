@@ -50,6 +50,7 @@
 typedef struct ngx_http_llm_driver_s  ngx_http_llm_driver_t;
 typedef struct ngx_http_llm_call_s    ngx_http_llm_call_t;
 typedef struct ngx_http_llm_stream_s  ngx_http_llm_stream_t;
+typedef struct ngx_http_llm_acc_s     ngx_http_llm_acc_t;
 
 
 /* how a 2xx stream of a format is framed */
@@ -130,6 +131,9 @@ struct ngx_http_llm_call_s {
                                                   the stream writers */
 
     ngx_http_llm_stream_t      *out;           /* the client's stream */
+    ngx_http_llm_acc_t         *acc;           /* what the stream says,
+                                                  gathered for the cache;
+                                                  the core's */
 
     unsigned                    stream:1;      /* client asked stream */
     unsigned                    include_usage:1;  /* client asked usage */
@@ -336,6 +340,10 @@ ngx_int_t ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call,
     ngx_str_t *data);
 /* the first chunk of a stream, once: {role:"assistant", content:""} */
 ngx_int_t ngx_http_llm_stream_role(ngx_http_llm_call_t *call);
+/* a chunk with delta (a JSON object) and finish_reason finish (NULL:
+ * null) for choice index */
+ngx_int_t ngx_http_llm_stream_delta(ngx_http_llm_call_t *call,
+    json_int_t index, ngx_str_t *delta, const char *finish);
 /* a chunk with an empty delta and finish_reason finish for choice index */
 ngx_int_t ngx_http_llm_stream_finish(ngx_http_llm_call_t *call,
     json_int_t index, const char *finish);

@@ -36,6 +36,8 @@ static char *ngx_http_llm_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
+static char *ngx_http_llm_cache_embed(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_conf_bitmask_t  ngx_http_llm_fallback_masks[] = {
@@ -127,6 +129,27 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_cache_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_cache_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_cache_embed"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_cache_embed,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_budget"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE4,
       ngx_http_llm_budget,
@@ -213,6 +236,7 @@ ngx_module_t  ngx_http_llm_gateway_module = {
 #define NGX_HTTP_LLM_VAR_COST        6
 #define NGX_HTTP_LLM_VAR_KEY         7
 #define NGX_HTTP_LLM_VAR_REMAINING   8
+#define NGX_HTTP_LLM_VAR_CACHE       9
 
 
 static ngx_http_variable_t  ngx_http_llm_vars[] = {
@@ -243,6 +267,9 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
 
     { ngx_string("llm_budget_remaining"), NULL, ngx_http_llm_variable,
       NGX_HTTP_LLM_VAR_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_cache_status"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -473,6 +500,11 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         usd = ctx->spend.remaining;
         break;
 
+    case NGX_HTTP_LLM_VAR_CACHE:
+        s = ngx_http_llm_cache_status(ctx);
+        s = s->len ? s : NULL;
+        break;
+
     default: /* NGX_HTTP_LLM_VAR_ATTEMPTS */
         s = ctx->attempts.len ? &ctx->attempts : NULL;
         break;
@@ -642,6 +674,10 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     llcf->retry_after_max = NGX_CONF_UNSET_MSEC;
     llcf->max_response = NGX_CONF_UNSET_SIZE;
     llcf->gateway = NGX_CONF_UNSET;
+    llcf->cache_zone = NGX_CONF_UNSET_PTR;
+    llcf->cache_ttl = NGX_CONF_UNSET;
+    llcf->cache_semantic = NGX_CONF_UNSET_UINT;
+    llcf->cache_keys = NGX_CONF_UNSET_PTR;
     llcf->budgets = NGX_CONF_UNSET_PTR;
     llcf->limits = NGX_CONF_UNSET_PTR;
     llcf->max_tokens = NGX_CONF_UNSET_UINT;
@@ -680,6 +716,19 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_response, prev->max_response,
                               8 * 1024 * 1024);
     ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+
+    /* llm_cache as proxy_cache: with its parameters */
+
+    if (conf->cache_zone == NGX_CONF_UNSET_PTR) {
+        conf->cache_zone = prev->cache_zone;
+        conf->cache_ttl = prev->cache_ttl;
+        conf->cache_semantic = prev->cache_semantic;
+    }
+
+    ngx_conf_merge_ptr_value(conf->cache_zone, prev->cache_zone, NULL);
+    ngx_conf_merge_value(conf->cache_ttl, prev->cache_ttl, 3600);
+    ngx_conf_merge_uint_value(conf->cache_semantic, prev->cache_semantic, 0);
+    ngx_conf_merge_ptr_value(conf->cache_keys, prev->cache_keys, NULL);
 
     /* budgets and limits are inherited as a whole, as limit_req's are */
     ngx_conf_merge_ptr_value(conf->budgets, prev->budgets, NULL);
@@ -1219,6 +1268,27 @@ ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *zp = zone;
 
     return NGX_CONF_OK;
+}
+
+
+/* llm_cache_embed builtin: the only embedder so far */
+
+static char *
+ngx_http_llm_cache_embed(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "builtin") == 0) {
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "llm_cache_embed \"%V\": only \"builtin\" is "
+                       "supported by this version", &value[1]);
+
+    return NGX_CONF_ERROR;
 }
 
 

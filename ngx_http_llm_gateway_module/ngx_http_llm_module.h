@@ -16,6 +16,7 @@
 #include "ngx_http_llm_driver.h"
 #include "ngx_http_llm_zone.h"
 #include "ngx_http_llm_spend.h"
+#include "ngx_http_llm_embed.h"
 
 
 /*
@@ -148,6 +149,13 @@ typedef struct {
     size_t                      max_response;
     ngx_flag_t                  gateway;
 
+    ngx_http_llm_zone_t        *cache_zone;    /* llm_cache; NULL: off */
+    time_t                      cache_ttl;
+    ngx_uint_t                  cache_semantic;  /* threshold x 1000,
+                                                    0: exact only */
+    ngx_array_t                *cache_keys;    /* llm_cache_key, complex
+                                                  values */
+
     ngx_array_t                *budgets;       /* ngx_http_llm_budget_t */
     ngx_array_t                *limits;        /* ngx_http_llm_limit_t */
     ngx_uint_t                  max_tokens;    /* llm_budget_max_tokens */
@@ -155,6 +163,42 @@ typedef struct {
 
 
 typedef struct ngx_http_llm_ctx_s  ngx_http_llm_ctx_t;
+
+
+/* $llm_cache_status, x-llm-cache */
+typedef enum {
+    NGX_HTTP_LLM_CACHE_NONE = 0,   /* no llm_cache */
+    NGX_HTTP_LLM_CACHE_HIT,
+    NGX_HTTP_LLM_CACHE_SEMANTIC,
+    NGX_HTTP_LLM_CACHE_MISS,
+    NGX_HTTP_LLM_CACHE_BYPASS
+} ngx_http_llm_cache_status_e;
+
+
+/* a request's cache state */
+typedef struct {
+    ngx_http_llm_cache_status_e  status;
+    u_char                      key[16];       /* the exact key */
+    uint64_t                    space[2];      /* the semantic key space */
+    ngx_http_llm_vec_t         *vec;           /* the last user message */
+    ngx_uint_t                  similarity;    /* x 1000 */
+    unsigned                    store:1;       /* an answer may be stored */
+    unsigned                    semantic:1;    /* space and vec are set */
+    unsigned                    semantic_hit:1;
+} ngx_http_llm_cache_ctx_t;
+
+
+/* a zone's cache, for status */
+typedef struct {
+    uint64_t                    entries;
+    uint64_t                    bytes;
+    uint64_t                    evictions;
+    uint64_t                    hits;
+    uint64_t                    semantic_hits;
+    uint64_t                    misses;
+    uint64_t                    bypasses;
+    uint64_t                    stores;
+} ngx_http_llm_cache_stats_t;
 
 
 /* how a request ended, for ngx_http_llm_finish() */
@@ -229,6 +273,8 @@ struct ngx_http_llm_ctx_s {
     ngx_msec_t                  ttft;          /* -1 unknown */
 
     ngx_http_llm_spend_t        spend;
+    ngx_http_llm_cache_ctx_t    cache;
+    ngx_str_t                   answer_body;   /* a whole answer sent */
 
     ngx_str_t                   replace;       /* error body replacing
                                                   nginx's own page */
@@ -342,6 +388,27 @@ ngx_int_t ngx_http_llm_limit_headers(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_send_limited(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
+
+/* ngx_http_llm_cache.c */
+char *ngx_http_llm_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_llm_cache_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+/* NGX_OK: answered from the cache; NGX_DECLINED: go on; NGX_ERROR */
+ngx_int_t ngx_http_llm_cache_lookup(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_cache_store(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_cache_headers(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_str_t *ngx_http_llm_cache_status(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_cache_stats(ngx_http_llm_zone_t *zone,
+    ngx_http_llm_cache_stats_t *st);
+ngx_http_llm_acc_t *ngx_http_llm_acc_create(ngx_pool_t *pool);
+/* a text delta, a JSON string literal */
+ngx_int_t ngx_http_llm_acc_text(ngx_http_llm_acc_t *acc,
+    ngx_str_t *literal);
+/* an OpenAI chunk, as JSON text */
+ngx_int_t ngx_http_llm_acc_chunk(ngx_http_llm_acc_t *acc, ngx_str_t *data);
 
 /* ngx_http_llm_module.c: an llm_zone declared before, by name; logs */
 ngx_http_llm_zone_t *ngx_http_llm_zone_named(ngx_conf_t *cf,

@@ -146,7 +146,15 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_attempt_start(r, ctx);
+        rc = ngx_http_llm_cache_lookup(r, ctx);
+
+        if (rc == NGX_OK) {
+            /* answered from the cache */
+            return;
+        }
+
+        rc = (rc == NGX_DECLINED) ? ngx_http_llm_attempt_start(r, ctx)
+                                  : NGX_ERROR;
 
         if (rc == NGX_OK) {
             return;
@@ -238,6 +246,7 @@ ngx_http_llm_finish(ngx_http_request_t *r)
                    ctx->outcome, ctx->nattempts, ctx->answer, ctx->cur);
 
     ngx_http_llm_spend_finish(r, ctx);
+    ngx_http_llm_cache_store(r, ctx);
 
     return NGX_OK;
 }

@@ -173,7 +173,19 @@ ngx_http_llm_stream_dump_cb(const char *buffer, size_t size, void *data)
 ngx_int_t
 ngx_http_llm_stream_emit_raw(ngx_http_llm_call_t *call, ngx_str_t *data)
 {
+    if (call->acc && ngx_http_llm_acc_chunk(call->acc, data) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_llm_stream_data(call->out, data);
+}
+
+
+ngx_int_t
+ngx_http_llm_stream_delta(ngx_http_llm_call_t *call, json_int_t index,
+    ngx_str_t *delta, const char *finish)
+{
+    return ngx_http_llm_stream_chunk(call, index, delta, finish);
 }
 
 
@@ -193,6 +205,10 @@ ngx_http_llm_stream_text(ngx_http_llm_call_t *call, ngx_str_t *text)
      * bytes of ordinary text each */
 
     call->produced += ngx_max((ngx_int_t) (text->len - 2) / 4, 1);
+
+    if (call->acc && ngx_http_llm_acc_text(call->acc, text) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     /* the chunk is written, not built: its fields in the order of
      * ngx_http_llm_chunk_new(); the prefix is the same for every text
@@ -264,6 +280,7 @@ ngx_int_t
 ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
 {
     int         rc;
+    ngx_str_t   text;
     ngx_buf_t  *b;
 
     if (chunk == NULL) {
@@ -271,6 +288,15 @@ ngx_http_llm_stream_emit(ngx_http_llm_call_t *call, json_t *chunk)
     }
 
     call->produced++;
+
+    if (call->acc) {
+        if (ngx_http_llm_json_dump(call->pool, chunk, &text) != NGX_OK
+            || ngx_http_llm_acc_chunk(call->acc, &text) != NGX_OK)
+        {
+            json_decref(chunk);
+            return NGX_ERROR;
+        }
+    }
 
     if (ngx_http_llm_stream_reserve(call->out, 512) != NGX_OK) {
         json_decref(chunk);

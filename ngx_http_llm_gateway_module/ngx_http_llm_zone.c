@@ -498,6 +498,9 @@ ngx_http_llm_zone_get(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
     ngx_rbtree_insert(&zone->sh->rbtree, &zn->node);
     ngx_queue_insert_head(&zone->sh->lru[kind], &zn->queue);
 
+    zone->sh->entries[kind]++;
+    zone->sh->bytes[kind] += NGX_HTTP_LLM_ZONE_VALUE + size + key->len;
+
     return ngx_http_llm_zone_value(zn);
 }
 
@@ -605,6 +608,8 @@ ngx_http_llm_zone_evict(ngx_http_llm_zone_t *zone, ngx_uint_t kind)
     ngx_http_llm_zone_free(zone,
                            ngx_queue_data(q, ngx_http_llm_zone_node_t, queue));
 
+    zone->sh->evicted[k]++;
+
     return NGX_OK;
 }
 
@@ -615,7 +620,28 @@ ngx_http_llm_zone_free(ngx_http_llm_zone_t *zone,
 {
     ngx_queue_remove(&zn->queue);
     ngx_rbtree_delete(&zone->sh->rbtree, &zn->node);
+
+    zone->sh->entries[zn->kind]--;
+    zone->sh->bytes[zn->kind] -= NGX_HTTP_LLM_ZONE_VALUE + zn->size + zn->len;
+
     ngx_slab_free_locked(zone->shpool, zn);
+}
+
+
+void
+ngx_http_llm_zone_stats(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
+    ngx_http_llm_zone_stats_t *st)
+{
+    st->entries = zone->sh->entries[kind];
+    st->bytes = zone->sh->bytes[kind];
+    st->evicted = zone->sh->evicted[kind];
+}
+
+
+size_t
+ngx_http_llm_zone_value_size(void *value)
+{
+    return ngx_http_llm_zone_node(value)->size;
 }
 
 

@@ -34,7 +34,7 @@
  * themselves.  Nothing here logs or blocks.
  */
 
-#define NGX_HTTP_LLM_ZONE_VERSION  2
+#define NGX_HTTP_LLM_ZONE_VERSION  3
 
 /* the longest key: a longer one is refused */
 #define NGX_HTTP_LLM_ZONE_KEY_MAX  1024
@@ -61,6 +61,11 @@ typedef struct {
     ngx_rbtree_node_t           sentinel;
     ngx_queue_t                 lru[NGX_HTTP_LLM_KIND_N];
     uint64_t                    generation;    /* of the last touch */
+
+    /* per kind: live entries, their bytes, and how many were evicted */
+    uint64_t                    entries[NGX_HTTP_LLM_KIND_N];
+    uint64_t                    bytes[NGX_HTTP_LLM_KIND_N];
+    uint64_t                    evicted[NGX_HTTP_LLM_KIND_N];
 } ngx_http_llm_zone_sh_t;
 
 
@@ -111,6 +116,9 @@ void ngx_http_llm_zone_unlock(ngx_http_llm_zone_t *zone);
 void *ngx_http_llm_zone_get(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
     ngx_str_t *key, size_t size);
 
+/* the size of the value of an entry (from _get) */
+size_t ngx_http_llm_zone_value_size(void *value);
+
 /* the entry of value (from _get) expires at ms (wall clock); 0: never */
 void ngx_http_llm_zone_expires(void *value, uint64_t ms);
 
@@ -134,6 +142,16 @@ uint64_t ngx_http_llm_zone_generation(ngx_http_llm_zone_t *zone);
  */
 ngx_int_t ngx_http_llm_zone_walk(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
     ngx_http_llm_zone_walk_pt handler, void *data);
+
+/* the counters of a kind, read under the lock */
+typedef struct {
+    uint64_t                    entries;
+    uint64_t                    bytes;
+    uint64_t                    evicted;
+} ngx_http_llm_zone_stats_t;
+
+void ngx_http_llm_zone_stats(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
+    ngx_http_llm_zone_stats_t *st);
 
 /* wall clock in milliseconds */
 uint64_t ngx_http_llm_now(void);

@@ -1,0 +1,58 @@
+
+/*
+ * Copyright (C) ngx_http_llm_gateway_module authors
+ */
+
+
+#ifndef _NGX_HTTP_LLM_EMBED_H_INCLUDED_
+#define _NGX_HTTP_LLM_EMBED_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/*
+ * The builtin embedder: a question as a sparse vector of its content
+ * words, stemmed, each with a small integer weight (generic words count
+ * little, names and numbers a lot), and the set of its entities (numbers,
+ * weekdays, months, capitalized names) that another question must share
+ * to be the same question.  Lexical, deterministic, no model to load.
+ * It needs nothing of nginx but its types, so that bench/ can build it
+ * alone.
+ */
+
+#define NGX_HTTP_LLM_EMBED_TERMS    24
+
+#define NGX_HTTP_LLM_TERM_ENTITY    0x01
+
+
+typedef struct {
+    uint32_t                    hash;          /* of the stemmed word */
+    uint8_t                     weight;
+    uint8_t                     flags;         /* NGX_HTTP_LLM_TERM_* */
+    uint16_t                    reserved;
+} ngx_http_llm_term_t;
+
+
+typedef struct {
+    uint64_t                    sig;           /* a bit per term */
+    uint32_t                    norm2;         /* sum of squared weights */
+    uint32_t                    n;
+    ngx_http_llm_term_t         terms[NGX_HTTP_LLM_EMBED_TERMS];
+} ngx_http_llm_vec_t;                          /* terms sorted by hash */
+
+
+/* the vector of a text (UTF-8); v->n == 0: no content word */
+void ngx_http_llm_embed(u_char *text, size_t len, ngx_http_llm_vec_t *v);
+
+/*
+ * The cosine similarity of two vectors, 0 to 1000; 0 also when their
+ * entities differ: "on Monday" is not "on Tuesday".
+ */
+ngx_uint_t ngx_http_llm_embed_similarity(ngx_http_llm_term_t *a,
+    ngx_uint_t na, uint32_t norm2a, ngx_http_llm_term_t *b, ngx_uint_t nb,
+    uint32_t norm2b);
+
+
+#endif /* _NGX_HTTP_LLM_EMBED_H_INCLUDED_ */
