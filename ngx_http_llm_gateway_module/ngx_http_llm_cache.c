@@ -70,15 +70,9 @@ typedef struct {
 
 /* the semantic index of a zone */
 typedef struct {
-    uint64_t                    sig;
-    uint64_t                    space;
-    u_char                      key[16];
-} ngx_http_llm_cache_slot_t;
-
-typedef struct {
     uint32_t                    nslots;
     uint32_t                    next;
-    ngx_http_llm_cache_slot_t   slots[1];
+    ngx_http_llm_slot_t         slots[1];
 } ngx_http_llm_cache_index_t;
 
 
@@ -949,7 +943,7 @@ ngx_http_llm_cache_index(ngx_http_llm_zone_t *zone, ngx_uint_t create)
                                   create
                                   ? offsetof(ngx_http_llm_cache_index_t,
                                              slots)
-                                    + n * sizeof(ngx_http_llm_cache_slot_t)
+                                    + n * sizeof(ngx_http_llm_slot_t)
                                   : 0);
 
     if (index && index->nslots == 0) {
@@ -971,7 +965,7 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_vec_t          *q;
     ngx_http_llm_cache_ctx_t    *c;
     ngx_http_llm_cache_node_t   *node, *best;
-    ngx_http_llm_cache_slot_t   *slot;
+    ngx_http_llm_slot_t         *slot;
     ngx_http_llm_cache_index_t  *index;
 
     c = &ctx->cache;
@@ -986,13 +980,13 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
     best_sim = 0;
     key.len = 16;
 
-    for (i = 0; i < index->nslots; i++) {
+    for (i = ngx_http_llm_index_next(index->slots, index->nslots, 0,
+                                     c->space[0], q->sig);
+         i < index->nslots;
+         i = ngx_http_llm_index_next(index->slots, index->nslots, i + 1,
+                                     c->space[0], q->sig))
+    {
         slot = &index->slots[i];
-
-        if (slot->space != c->space[0] || !(slot->sig & q->sig)) {
-            continue;
-        }
-
         key.data = slot->key;
 
         node = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_CACHE, &key, 0);
@@ -1696,7 +1690,7 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_acc_tool_t     *t;
     ngx_http_llm_cache_tool_t    ct;
     ngx_http_llm_cache_node_t    node, *v;
-    ngx_http_llm_cache_slot_t   *slot;
+    ngx_http_llm_slot_t         *slot;
     ngx_http_llm_cache_index_t  *index;
     ngx_http_llm_cache_counters_t  *cnt;
 

@@ -363,3 +363,17 @@ ngx_http_llm_isqrt(uint64_t n)
 
     return (x * x < n) ? x + 1 : x;
 }
+
+
+ngx_uint_t
+ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
+    ngx_uint_t i, uint64_t space, uint64_t sig)
+{
+    for ( /* void */ ; i < n; i++) {
+        if (slots[i].space == space && (slots[i].sig & sig)) {
+            return i;
+        }
+    }
+
+    return n;
+}

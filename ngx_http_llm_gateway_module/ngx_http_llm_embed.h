@@ -43,6 +43,18 @@ typedef struct {
 } ngx_http_llm_vec_t;                          /* terms sorted by hash */
 
 
+/*
+ * A slot of a semantic index: an entry's key space, the signature of its
+ * words and its key.  The index is scanned whole: 32 bytes a slot.
+ */
+
+typedef struct {
+    uint64_t                    sig;
+    uint64_t                    space;
+    u_char                      key[16];
+} ngx_http_llm_slot_t;
+
+
 /* the vector of a text (UTF-8); v->n == 0: no content word */
 void ngx_http_llm_embed(u_char *text, size_t len, ngx_http_llm_vec_t *v);
 
@@ -53,6 +65,14 @@ void ngx_http_llm_embed(u_char *text, size_t len, ngx_http_llm_vec_t *v);
 ngx_uint_t ngx_http_llm_embed_similarity(ngx_http_llm_term_t *a,
     ngx_uint_t na, uint32_t norm2a, ngx_http_llm_term_t *b, ngx_uint_t nb,
     uint32_t norm2b);
+
+
+/*
+ * The first slot from i on in space whose signature shares a word with
+ * sig: a candidate to compare; n if there is none.
+ */
+ngx_uint_t ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
+    ngx_uint_t i, uint64_t space, uint64_t sig);
 
 
 #endif /* _NGX_HTTP_LLM_EMBED_H_INCLUDED_ */
