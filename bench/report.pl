@@ -347,11 +347,7 @@ Portkey: $meta{portkey_status}.
 
 ## Not yet implemented
 
-- gateway with spend + limits enabled, and with Redis sync: the spend and
-  limits issue has not landed;
-- cache hit (exact) against `return 200` of the same body (the `return200`
-  row above is its ceiling), semantic hit, and the semantic lookup time at
-  1k/10k/100k entries: the cache issue has not landed.
+- spend and limits with Redis sync: the Redis issue has not landed.
 
 ## Profile: the gateway worker at saturation
 
