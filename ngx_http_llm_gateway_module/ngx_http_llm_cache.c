@@ -56,8 +56,14 @@ typedef struct {
     uint8_t                     model_len;
     uint8_t                     finish;
     uint8_t                     content_null;
-    uint16_t                    reserved;
+    uint8_t                     provider_len;
+    uint8_t                     reserved;
 } ngx_http_llm_cache_node_t;
+
+
+/* the model and the provider's name, one after the other */
+#define ngx_http_llm_cache_names(node)                                        \
+    ((node)->model_len + (node)->provider_len)
 
 
 /* a tool call in an entry: its lengths, then id, name and arguments */
@@ -1029,19 +1035,28 @@ static ngx_int_t
 ngx_http_llm_cache_serve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_cache_node_t *node)
 {
-    u_char               *p;
-    ngx_str_t             body;
-    ngx_http_llm_call_t  *call;
+    u_char                    *p;
+    ngx_str_t                  body;
+    ngx_http_llm_call_t       *call;
+    ngx_http_llm_cache_ctx_t  *c;
 
     ctx->spend.cost = 0;
+
+    c = &ctx->cache;
+    c->model.data = (u_char *) (node + 1)
+                    + node->nterms * sizeof(ngx_http_llm_term_t);
+    c->model.len = node->model_len;
+    c->provider.data = c->model.data + node->model_len;
+    c->provider.len = node->provider_len;
 
     if (node->body_len) {
 
         /* embeddings: the answer as it was */
 
         p = (u_char *) (node + 1)
-            + node->nterms * sizeof(ngx_http_llm_term_t) + node->model_len
-            + node->content_len + node->tools_len;
+            + node->nterms * sizeof(ngx_http_llm_term_t)
+            + ngx_http_llm_cache_names(node) + node->content_len
+            + node->tools_len;
 
         body.data = p;
         body.len = node->body_len;
@@ -1109,7 +1124,7 @@ ngx_http_llm_cache_whole_write(ngx_http_llm_out_t *o,
 {
     ngx_str_t  content;
 
-    content.data = call->model.data + node->model_len;
+    content.data = call->model.data + ngx_http_llm_cache_names(node);
     content.len = node->content_len;
 
     ngx_http_llm_out_lit(o, "{\"id\":");
@@ -1168,7 +1183,7 @@ ngx_http_llm_cache_tools_write(ngx_http_llm_out_t *o,
     ngx_http_llm_cache_tool_t   t;
 
     p = (u_char *) (node + 1) + node->nterms * sizeof(ngx_http_llm_term_t)
-        + node->model_len + node->content_len;
+        + ngx_http_llm_cache_names(node) + node->content_len;
 
     for (i = 0; i < node->ntools; i++) {
         ngx_memcpy(&t, p, sizeof(ngx_http_llm_cache_tool_t));
@@ -1243,7 +1258,7 @@ ngx_http_llm_cache_stream(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     /* the content in pieces, cut between UTF-8 characters */
 
-    p = call->model.data + node->model_len;
+    p = call->model.data + ngx_http_llm_cache_names(node);
     last = p + node->content_len;
 
     while (p < last) {
@@ -1378,6 +1393,20 @@ ngx_http_llm_cache_headers(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     if (ngx_http_llm_add_header(r, "x-llm-cache", &names[ctx->cache.status])
         != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* a hit says whose answer it was */
+
+    if (ctx->cache.provider.len
+        && (ngx_http_llm_add_header(r, "x-llm-provider", &ctx->cache.provider)
+            != NGX_OK
+            || ngx_http_llm_add_header(r, "x-llm-model",
+                                       ngx_http_llm_escape(r->pool,
+                                                           &ctx->cache.model,
+                                                           0))
+               != NGX_OK))
     {
         return NGX_ERROR;
     }
@@ -1714,7 +1743,9 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     model = a->call.resp_model.len ? &a->call.resp_model : &a->call.model;
 
-    if (model->len > 255 || node.prompt < 0) {
+    if (model->len > 255 || a->target->provider->name.len > 255
+        || node.prompt < 0)
+    {
         return;
     }
 
@@ -1801,10 +1832,12 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     }
 
     node.model_len = (uint8_t) model->len;
+    node.provider_len = (uint8_t) a->target->provider->name.len;
 
     size = sizeof(ngx_http_llm_cache_node_t)
-           + node.nterms * sizeof(ngx_http_llm_term_t) + node.model_len
-           + node.content_len + node.tools_len + node.body_len;
+           + node.nterms * sizeof(ngx_http_llm_term_t)
+           + ngx_http_llm_cache_names(&node) + node.content_len
+           + node.tools_len + node.body_len;
 
     if (size > NGX_HTTP_LLM_CACHE_MAX_ANSWER + 65536) {
         return;
@@ -1827,6 +1860,7 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     }
 
     p = ngx_cpymem(p, model->data, model->len);
+    p = ngx_cpymem(p, a->target->provider->name.data, node.provider_len);
 
     if (acc) {
         p = ngx_cpymem(p, acc->content, acc->len);

@@ -182,6 +182,8 @@ typedef struct {
     uint64_t                    space[2];      /* the semantic key space */
     ngx_http_llm_vec_t         *vec;           /* the last user message */
     ngx_uint_t                  similarity;    /* x 1000 */
+    ngx_str_t                   provider;      /* of a hit's answer */
+    ngx_str_t                   model;
     unsigned                    store:1;       /* an answer may be stored */
     unsigned                    semantic:1;    /* space and vec are set */
     unsigned                    semantic_hit:1;

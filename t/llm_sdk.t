@@ -51,6 +51,8 @@ $t->write_conf(<<'EOF' . $locations . "    }\n}\n");
 http {
     llm_zone     llm 1m;
 
+    log_format   cached '$llm_cache_status';
+
     llm_provider openai    format=openai    pass=/_llm/openai/
                            key_file=%%TESTDIR%%/key;
     llm_provider azure     format=azure     pass=/_llm/azure/
@@ -72,6 +74,16 @@ http {
             llm_route  emb-openai     openai:text-embedding-3-small;
             llm_route  emb-azure      azure:emb-deploy;
             llm_route  emb-gemini     gemini:text-embedding-004;
+        }
+
+        # the same, from the cache the second time
+        location /cached/v1/ {
+            llm_gateway;
+            llm_route  sdk-openai     openai:gpt-4o;
+            llm_route  sdk-anthropic  anthropic:claude-sonnet-4-5;
+            llm_route  emb-openai     openai:text-embedding-3-small;
+            llm_cache  llm;
+            access_log %%TESTDIR%%/cached.log cached;
         }
 
         # a budget that cannot pay for any answer: 402
@@ -98,6 +110,32 @@ for my $run (@runs) {
     my ($rc, $plan, $seen) = sdk_run($sdk, $format, $base, $model, $emb);
     ok($rc == 0 && defined $plan && $plan == $seen,
         "$format: run.mjs ran every check") or diag("exit $rc");
+}
+
+# the cache: a second run is answered from it, streams included, and the
+# SDK sees no difference
+
+for my $run (['openai', 'sdk-openai', 'emb-openai'],
+    ['anthropic', 'sdk-anthropic', '-'])
+{
+    my ($format, $model, $emb) = @$run;
+    my $cbase = $base =~ s{/v1$}{/cached/v1}r;
+
+    for my $pass (1, 2) {
+        my $before = () = log_lines($t, 'cached.log');
+        my ($rc, $plan, $seen) = sdk_run($sdk, "cached $format $pass",
+            $cbase, $model, $emb);
+        ok($rc == 0 && defined $plan && $plan == $seen,
+            "cached $format $pass: run.mjs ran every check");
+
+        next if $pass == 1;
+
+        my @all = log_lines($t, 'cached.log');
+        my @l = @all[$before .. $#all];
+        my $hits = grep { $_ eq 'HIT' } @l;
+        ok($hits >= 5, "cached $format: the second run hit the cache "
+            . "($hits of " . scalar(@l) . ')');
+    }
 }
 
 # the SDK does not retry a 402, and the provider is never asked
