@@ -273,7 +273,8 @@ ngx_http_llm_subrequest(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    accept = ctx->stream ? *ngx_http_llm_framing_type(drv->framing) : json;
+    accept = (ctx->stream && !a->embed)
+             ? *ngx_http_llm_framing_type(drv->framing) : json;
 
     if (ngx_http_llm_header_push(r->pool, &headers, &content_type_key,
                                  &empty, &json, &content_type)
@@ -451,7 +452,152 @@ ngx_http_llm_wake(ngx_http_request_t *r)
 
     r->connection->log->action = "answering an llm request";
 
+    if (a->embed) {
+        ngx_http_llm_cache_embedded(r, ctx, a);
+        return;
+    }
+
     ngx_http_llm_attempt_done(r, ctx, a);
+}
+
+
+/*
+ * The cache's embedding of a text: an OpenAI embeddings request made by
+ * the provider's driver and sent as an attempt would be, outside the
+ * attempt loop (ctx->nattempts, health and fallback are not involved).
+ */
+
+ngx_int_t
+ngx_http_llm_attempt_embed(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_provider_t *p, ngx_str_t *model, ngx_str_t *text)
+{
+    u_char                  *m;
+    ngx_int_t                rc;
+    ngx_str_t                body, *members;
+    json_t                 **tree;
+    ngx_http_llm_out_t       o;
+    ngx_http_llm_call_t     *call;
+    ngx_http_llm_target_t   *t;
+    ngx_http_llm_attempt_t  *a;
+
+    a = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_attempt_t));
+    t = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_target_t));
+    members = ngx_pcalloc(r->pool, NGX_HTTP_LLM_M_N * sizeof(ngx_str_t));
+    tree = ngx_pcalloc(r->pool, sizeof(json_t *));
+
+    if (a == NULL || t == NULL || members == NULL || tree == NULL) {
+        return NGX_ERROR;
+    }
+
+    t->provider = p;
+    t->model = *model;
+
+    a->target = t;
+    a->embed = 1;
+
+    /* {"model":<model>,"input":<text>}, and where its members are */
+
+    o.pos = NULL;
+    o.len = 0;
+
+    for ( ;; ) {
+        ngx_http_llm_out_lit(&o, "{\"model\":");
+        m = o.pos;
+        ngx_http_llm_out_string(&o, model);
+
+        if (o.pos) {
+            members[NGX_HTTP_LLM_M_MODEL].data = m;
+            members[NGX_HTTP_LLM_M_MODEL].len = o.pos - m;
+        }
+
+        ngx_http_llm_out_lit(&o, ",\"input\":");
+        m = o.pos;
+        ngx_http_llm_out_string(&o, text);
+
+        if (o.pos) {
+            members[NGX_HTTP_LLM_M_INPUT].data = m;
+            members[NGX_HTTP_LLM_M_INPUT].len = o.pos - m;
+        }
+
+        ngx_http_llm_out_lit(&o, "}");
+
+        if (o.pos) {
+            break;
+        }
+
+        body.data = ngx_http_llm_out_alloc(&o, r->pool);
+        if (body.data == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    body.len = o.pos - body.data;
+
+    call = &a->call;
+    call->pool = r->pool;
+    call->log = r->connection->log;
+    call->endpoint = NGX_HTTP_LLM_EMBEDDINGS;
+    call->raw = body;
+    call->members = members;
+    call->tree = tree;
+    call->provider = p;
+    call->model = *model;
+    call->public_model = *model;
+    call->created = ngx_time();
+    call->usage.prompt = -1;
+    call->usage.completion = -1;
+    call->usage.cached = -1;
+    call->out = &ctx->out;
+
+    rc = p->driver->build_request(call);
+
+    if (rc != NGX_OK) {
+        json_decref(call->body);
+        return (rc == NGX_ERROR) ? NGX_ERROR : NGX_DECLINED;
+    }
+
+    if (call->body) {
+        rc = ngx_http_llm_json_dump(r->pool, call->body, &body);
+
+        json_decref(call->body);
+        call->body = NULL;
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        body = call->raw_body;
+    }
+
+    if (ngx_http_llm_subrequest(r, ctx, a, &body) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->cur = a;
+    r->write_event_handler = ngx_http_llm_wake;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_attempt_result(ngx_http_request_t *r, ngx_http_llm_attempt_t *a,
+    ngx_str_t *body, char **what)
+{
+    ngx_int_t               rc;
+    ngx_http_llm_verdict_t  v;
+
+    rc = ngx_http_llm_attempt_judge(r, a, &v);
+
+    if (rc == NGX_OK) {
+        *body = v.body;
+        return NGX_OK;
+    }
+
+    *what = v.what ? v.what : "failed";
+
+    return rc;
 }
 
 

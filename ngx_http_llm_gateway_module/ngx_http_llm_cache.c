@@ -58,7 +58,13 @@ typedef struct {
     uint8_t                     content_null;
     uint8_t                     provider_len;
     uint8_t                     reserved;
+    uint32_t                    dims;          /* a provider's vector */
 } ngx_http_llm_cache_node_t;
+
+
+/* the vector: builtin terms, or a provider's int8 components */
+#define ngx_http_llm_cache_vec(node)                                          \
+    ((node)->nterms * sizeof(ngx_http_llm_term_t) + (node)->dims)
 
 
 /* the model and the provider's name, one after the other */
@@ -120,6 +126,11 @@ static ngx_int_t ngx_http_llm_cache_last_user(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, u_char **skip, ngx_str_t *text);
 static ngx_uint_t ngx_http_llm_cache_control(ngx_http_request_t *r,
     ngx_uint_t *store);
+static ngx_int_t ngx_http_llm_cache_found(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_zone_t *zone,
+    ngx_http_llm_cache_node_t *node, ngx_uint_t sim);
+static ngx_int_t ngx_http_llm_cache_vector(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_str_t *body);
 static ngx_http_llm_cache_counters_t *ngx_http_llm_cache_counters(
     ngx_http_llm_zone_t *zone);
 static ngx_http_llm_cache_node_t *ngx_http_llm_cache_semantic(
@@ -279,13 +290,12 @@ ngx_http_llm_cache_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_int_t
 ngx_http_llm_cache_lookup(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    size_t                          size;
     ngx_int_t                       rc;
     ngx_str_t                       key, v[2];
     ngx_uint_t                      read, store, sim;
     ngx_http_llm_zone_t            *zone;
     ngx_http_llm_cache_ctx_t       *c;
-    ngx_http_llm_cache_node_t      *node, *copy;
+    ngx_http_llm_cache_node_t      *node;
     ngx_http_llm_cache_counters_t  *cnt;
 
     static const char  *names[] = { "n", "logprobs", NULL };
@@ -338,6 +348,66 @@ ngx_http_llm_cache_lookup(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     node = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_CACHE, &key, 0);
     sim = 1000;
 
+    if (node == NULL && c->semantic && ctx->conf->cache_embed) {
+        ngx_http_llm_zone_unlock(zone);
+
+        /* the question's embedding first, from the provider */
+
+        rc = ngx_http_llm_attempt_embed(r, ctx, ctx->conf->cache_embed,
+                                        &ctx->conf->cache_embed_model,
+                                        &c->text);
+        if (rc == NGX_OK) {
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm: llm_cache_embed: provider \"%V\" cannot make "
+                      "embeddings, the request goes on as a cache miss",
+                      &ctx->conf->cache_embed->name);
+
+        c->semantic = 0;
+
+        ngx_http_llm_zone_lock(zone);
+    }
+
+    return ngx_http_llm_cache_found(r, ctx, zone, node, sim);
+
+counted:
+
+    ngx_http_llm_zone_lock(zone);
+
+    cnt = ngx_http_llm_cache_counters(zone);
+    if (cnt) {
+        cnt->bypasses++;
+    }
+
+    ngx_http_llm_zone_unlock(zone);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * With the zone locked: a hit (node) is answered, NGX_OK; a miss is
+ * counted, NGX_DECLINED.  The lock is released.
+ */
+
+static ngx_int_t
+ngx_http_llm_cache_found(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_zone_t *zone, ngx_http_llm_cache_node_t *node,
+    ngx_uint_t sim)
+{
+    size_t                          size;
+    ngx_http_llm_cache_ctx_t       *c;
+    ngx_http_llm_cache_node_t      *copy;
+    ngx_http_llm_cache_counters_t  *cnt;
+
+    c = &ctx->cache;
+
     if (node == NULL && c->semantic) {
         node = ngx_http_llm_cache_semantic(ctx, zone, &sim);
     }
@@ -385,19 +455,6 @@ ngx_http_llm_cache_lookup(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     c->similarity = sim;
 
     return ngx_http_llm_cache_serve(r, ctx, copy);
-
-counted:
-
-    ngx_http_llm_zone_lock(zone);
-
-    cnt = ngx_http_llm_cache_counters(zone);
-    if (cnt) {
-        cnt->bypasses++;
-    }
-
-    ngx_http_llm_zone_unlock(zone);
-
-    return NGX_DECLINED;
 }
 
 
@@ -500,7 +557,14 @@ ngx_http_llm_cache_keys(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        if (skip) {
+        if (skip && ctx->conf->cache_embed) {
+
+            /* a provider embeds it, after the exact lookup missed */
+
+            c->text = text;
+            c->semantic = (text.len > 0);
+
+        } else if (skip) {
             c->vec = ngx_palloc(r->pool, sizeof(ngx_http_llm_vec_t));
             if (c->vec == NULL) {
                 return NGX_ERROR;
@@ -528,6 +592,16 @@ ngx_http_llm_cache_keys(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     if (c->semantic) {
         s[0] = h[0] ^ 0x5bd1e995;
         s[1] = h[1];
+
+        /* vectors of different embedders are never compared */
+
+        if (ctx->conf->cache_embed) {
+            ngx_http_llm_hash_bytes(ctx->conf->cache_embed->name.data,
+                                    ctx->conf->cache_embed->name.len, 0x65, s);
+            ngx_http_llm_hash_bytes(ctx->conf->cache_embed_model.data,
+                                    ctx->conf->cache_embed_model.len, 0x6d,
+                                    s);
+        }
 
         if (ngx_http_llm_cache_hash_value(ctx->raw.data,
                                           ctx->raw.data + ctx->raw.len, s,
@@ -966,6 +1040,7 @@ static ngx_http_llm_cache_node_t *
 ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_zone_t *zone, ngx_uint_t *sim)
 {
+    uint64_t                     sig;
     ngx_str_t                    key;
     ngx_uint_t                   i, s, best_sim;
     ngx_http_llm_vec_t          *q;
@@ -986,11 +1061,13 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
     best_sim = 0;
     key.len = 16;
 
+    sig = c->dense ? c->sig : q->sig;
+
     for (i = ngx_http_llm_index_next(index->slots, index->nslots, 0,
-                                     c->space[0], q->sig);
+                                     c->space[0], sig, c->dense != NULL);
          i < index->nslots;
          i = ngx_http_llm_index_next(index->slots, index->nslots, i + 1,
-                                     c->space[0], q->sig))
+                                     c->space[0], sig, c->dense != NULL))
     {
         slot = &index->slots[i];
         key.data = slot->key;
@@ -1008,9 +1085,20 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
             continue;
         }
 
-        s = ngx_http_llm_embed_similarity(q->terms, q->n, q->norm2,
-                                          (ngx_http_llm_term_t *) (node + 1),
-                                          node->nterms, node->norm2);
+        if (c->dense) {
+            s = (node->dims == c->dims)
+                ? ngx_http_llm_dense_similarity(c->dense,
+                                                (int8_t *) (node + 1),
+                                                c->dims, c->norm2,
+                                                node->norm2)
+                : 0;
+
+        } else {
+            s = ngx_http_llm_embed_similarity(q->terms, q->n, q->norm2,
+                                              (ngx_http_llm_term_t *)
+                                                  (node + 1),
+                                              node->nterms, node->norm2);
+        }
 
         if (s > best_sim) {
             best_sim = s;
@@ -1044,7 +1132,7 @@ ngx_http_llm_cache_serve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     c = &ctx->cache;
     c->model.data = (u_char *) (node + 1)
-                    + node->nterms * sizeof(ngx_http_llm_term_t);
+                    + ngx_http_llm_cache_vec(node);
     c->model.len = node->model_len;
     c->provider.data = c->model.data + node->model_len;
     c->provider.len = node->provider_len;
@@ -1054,7 +1142,7 @@ ngx_http_llm_cache_serve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         /* embeddings: the answer as it was */
 
         p = (u_char *) (node + 1)
-            + node->nterms * sizeof(ngx_http_llm_term_t)
+            + ngx_http_llm_cache_vec(node)
             + ngx_http_llm_cache_names(node) + node->content_len
             + node->tools_len;
 
@@ -1076,7 +1164,7 @@ ngx_http_llm_cache_serve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     call->out = &ctx->out;
     call->created = ngx_time();
     call->model.data = (u_char *) (node + 1)
-                       + node->nterms * sizeof(ngx_http_llm_term_t);
+                       + ngx_http_llm_cache_vec(node);
     call->model.len = node->model_len;
 
     if (ngx_http_llm_make_id(call, "chatcmpl-", &call->id) != NGX_OK) {
@@ -1182,7 +1270,7 @@ ngx_http_llm_cache_tools_write(ngx_http_llm_out_t *o,
     ngx_uint_t                  i;
     ngx_http_llm_cache_tool_t   t;
 
-    p = (u_char *) (node + 1) + node->nterms * sizeof(ngx_http_llm_term_t)
+    p = (u_char *) (node + 1) + ngx_http_llm_cache_vec(node)
         + ngx_http_llm_cache_names(node) + node->content_len;
 
     for (i = 0; i < node->ntools; i++) {
@@ -1371,6 +1459,129 @@ ngx_http_llm_cache_stream(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_STREAMED, rc);
 
     return NGX_OK;
+}
+
+
+/*
+ * The provider's embedding of the question is in (or it failed): the
+ * semantic lookup, then the answer from the cache or the attempts.
+ */
+
+void
+ngx_http_llm_cache_embedded(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_attempt_t *a)
+{
+    char                 *what;
+    ngx_int_t             rc;
+    ngx_str_t             body;
+    ngx_http_llm_zone_t  *zone;
+
+    zone = ctx->conf->cache_zone;
+
+    rc = ngx_http_llm_attempt_result(r, a, &body, &what);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_cache_vector(r, ctx, &body);
+        what = "no embedding in the answer";
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_FAILED, NGX_ERROR);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm: llm_cache_embed: provider \"%V\" model \"%V\" "
+                      "failed: %s (HTTP %ui), the request goes on as a "
+                      "cache miss", &a->target->provider->name,
+                      ngx_http_llm_escape(r->pool, &a->call.model, 1),
+                      what, a->status);
+
+        ctx->cache.semantic = 0;
+    }
+
+    ngx_http_llm_zone_lock(zone);
+
+    rc = ngx_http_llm_cache_found(r, ctx, zone, NULL, 1000);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_llm_proceed(r, ctx);
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_FAILED, NGX_ERROR);
+    }
+}
+
+
+/* the first embedding of an OpenAI embeddings answer, quantized */
+
+static ngx_int_t
+ngx_http_llm_cache_vector(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_str_t *body)
+{
+    u_char                    *pos;
+    double                    *v;
+    ngx_str_t                  m[1], item, e[1], x;
+    ngx_uint_t                 n;
+    ngx_http_llm_cache_ctx_t  *c;
+
+    static const char  *answer[] = { "data", NULL };
+    static const char  *fields[] = { "embedding", NULL };
+
+    c = &ctx->cache;
+
+    if (ngx_http_llm_json_get(body->data, body->data + body->len, answer, m)
+        != NGX_OK
+        || m[0].len == 0 || m[0].data[0] != '[')
+    {
+        return NGX_DECLINED;
+    }
+
+    pos = NULL;
+
+    if (ngx_http_llm_json_next(&m[0], &pos, &item) != NGX_OK
+        || item.data[0] != '{'
+        || ngx_http_llm_json_get(item.data, item.data + item.len, fields, e)
+           != NGX_OK
+        || e[0].len == 0 || e[0].data[0] != '[')
+    {
+        return NGX_DECLINED;
+    }
+
+    /* at most one double per 2 bytes of the span */
+
+    v = ngx_palloc(r->pool, (e[0].len / 2 + 1) * sizeof(double));
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+    pos = NULL;
+
+    while (ngx_http_llm_json_next(&e[0], &pos, &x) == NGX_OK) {
+        if (x.data[0] != '-' && (x.data[0] < '0' || x.data[0] > '9')) {
+            return NGX_DECLINED;
+        }
+
+        /* a valid JSON number, followed by ',', ']' or white space */
+        v[n++] = strtod((char *) x.data, NULL);
+    }
+
+    if (n == 0 || n > 65536) {
+        return NGX_DECLINED;
+    }
+
+    c->dense = ngx_palloc(r->pool, n);
+    if (c->dense == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->dims = n;
+
+    return ngx_http_llm_dense(v, n, c->dense, &c->norm2, &c->sig);
 }
 
 
@@ -1826,16 +2037,23 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     if (c->semantic) {
         node.space[0] = c->space[0];
         node.space[1] = c->space[1];
-        node.sig = c->vec->sig;
-        node.norm2 = c->vec->norm2;
-        node.nterms = (uint8_t) c->vec->n;
+        if (c->dense) {
+            node.sig = c->sig;
+            node.norm2 = c->norm2;
+            node.dims = (uint32_t) c->dims;
+
+        } else {
+            node.sig = c->vec->sig;
+            node.norm2 = c->vec->norm2;
+            node.nterms = (uint8_t) c->vec->n;
+        }
     }
 
     node.model_len = (uint8_t) model->len;
     node.provider_len = (uint8_t) a->target->provider->name.len;
 
     size = sizeof(ngx_http_llm_cache_node_t)
-           + node.nterms * sizeof(ngx_http_llm_term_t)
+           + ngx_http_llm_cache_vec(&node)
            + ngx_http_llm_cache_names(&node) + node.content_len
            + node.tools_len + node.body_len;
 
@@ -1857,6 +2075,10 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     if (node.nterms) {
         p = ngx_cpymem(p, c->vec->terms,
                        node.nterms * sizeof(ngx_http_llm_term_t));
+    }
+
+    if (node.dims) {
+        p = ngx_cpymem(p, c->dense, node.dims);
     }
 
     p = ngx_cpymem(p, model->data, model->len);

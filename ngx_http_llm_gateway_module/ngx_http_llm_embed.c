@@ -365,10 +365,26 @@ ngx_http_llm_isqrt(uint64_t n)
 }
 
 
+#define NGX_HTTP_LLM_DENSE_SIGNS  24
+
+
 ngx_uint_t
 ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
-    ngx_uint_t i, uint64_t space, uint64_t sig)
+    ngx_uint_t i, uint64_t space, uint64_t sig, ngx_uint_t dense)
 {
+    if (dense) {
+        for ( /* void */ ; i < n; i++) {
+            if (slots[i].space == space
+                && __builtin_popcountll(slots[i].sig ^ sig)
+                   <= NGX_HTTP_LLM_DENSE_SIGNS)
+            {
+                return i;
+            }
+        }
+
+        return n;
+    }
+
     for ( /* void */ ; i < n; i++) {
         if (slots[i].space == space && (slots[i].sig & sig)) {
             return i;
@@ -376,4 +392,80 @@ ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
     }
 
     return n;
+}
+
+
+ngx_int_t
+ngx_http_llm_dense(double *v, ngx_uint_t dims, int8_t *q, uint32_t *norm2,
+    uint64_t *sig)
+{
+    double      norm, x, y;
+    ngx_int_t   k;
+    ngx_uint_t  i;
+
+    norm = 0;
+
+    for (i = 0; i < dims; i++) {
+        norm += v[i] * v[i];
+    }
+
+    if (norm <= 0) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * 1 / sqrt(norm) by Newton's method (no libm in the module), from
+     * below, where it cannot overshoot
+     */
+
+    x = (norm >= 1) ? 1 / norm : 1;
+
+    for (i = 0; i < 200; i++) {
+        y = x * (1.5 - 0.5 * norm * x * x);
+
+        if (y - x < 1e-12 * y) {
+            break;
+        }
+
+        x = y;
+    }
+
+    *norm2 = 0;
+    *sig = 0;
+
+    for (i = 0; i < dims; i++) {
+        k = (ngx_int_t) (v[i] * x * 127 + (v[i] < 0 ? -0.5 : 0.5));
+        k = ngx_max(ngx_min(k, 127), -127);
+
+        q[i] = (int8_t) k;
+        *norm2 += (uint32_t) (k * k);
+
+        if (i < 64 && v[i] > 0) {
+            *sig |= (uint64_t) 1 << i;
+        }
+    }
+
+    return *norm2 ? NGX_OK : NGX_DECLINED;
+}
+
+
+ngx_uint_t
+ngx_http_llm_dense_similarity(int8_t *a, int8_t *b, ngx_uint_t dims,
+    uint32_t norm2a, uint32_t norm2b)
+{
+    int64_t     dot;
+    ngx_uint_t  i;
+
+    dot = 0;
+
+    for (i = 0; i < dims; i++) {
+        dot += (int32_t) a[i] * b[i];
+    }
+
+    if (dot <= 0) {
+        return 0;
+    }
+
+    return (ngx_uint_t) ((uint64_t) dot * 1000
+                         / ngx_http_llm_isqrt((uint64_t) norm2a * norm2b));
 }

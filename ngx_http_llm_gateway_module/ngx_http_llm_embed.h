@@ -68,11 +68,28 @@ ngx_uint_t ngx_http_llm_embed_similarity(ngx_http_llm_term_t *a,
 
 
 /*
- * The first slot from i on in space whose signature shares a word with
- * sig: a candidate to compare; n if there is none.
+ * The first slot from i on in space that may hold a similar question: a
+ * candidate to compare; n if there is none.  Builtin vectors (dense 0)
+ * must share a word with sig; a provider's (dense 1) must have most of
+ * the signs of sig (see ngx_http_llm_dense()).
  */
 ngx_uint_t ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
-    ngx_uint_t i, uint64_t space, uint64_t sig);
+    ngx_uint_t i, uint64_t space, uint64_t sig, ngx_uint_t dense);
+
+
+/*
+ * A provider's embedding (dims doubles) quantized to int8 at the scale of
+ * its unit vector (x 127) into q; *norm2 is the sum of the squares, *sig
+ * the signs of its first 64 components, which two vectors of cosine 0.9
+ * share but for about 9 (the index lets 24 differ).  NGX_DECLINED: a zero
+ * vector.
+ */
+ngx_int_t ngx_http_llm_dense(double *v, ngx_uint_t dims, int8_t *q,
+    uint32_t *norm2, uint64_t *sig);
+
+/* the cosine similarity of two quantized vectors, 0 to 1000 */
+ngx_uint_t ngx_http_llm_dense_similarity(int8_t *a, int8_t *b,
+    ngx_uint_t dims, uint32_t norm2a, uint32_t norm2b);
 
 
 #endif /* _NGX_HTTP_LLM_EMBED_H_INCLUDED_ */

@@ -82,7 +82,7 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
     r->filter_need_in_memory = 1;
 
-    if (a->status >= 200 && a->status < 300) {
+    if (a->status >= 200 && a->status < 300 && !a->embed) {
         ctx->ttft = ngx_current_msec - ctx->start;
 
         if (ctx->stream) {

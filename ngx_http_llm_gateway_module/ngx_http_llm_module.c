@@ -678,6 +678,7 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     llcf->cache_ttl = NGX_CONF_UNSET;
     llcf->cache_semantic = NGX_CONF_UNSET_UINT;
     llcf->cache_keys = NGX_CONF_UNSET_PTR;
+    llcf->cache_embed = NGX_CONF_UNSET_PTR;
     llcf->budgets = NGX_CONF_UNSET_PTR;
     llcf->limits = NGX_CONF_UNSET_PTR;
     llcf->max_tokens = NGX_CONF_UNSET_UINT;
@@ -729,6 +730,13 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->cache_ttl, prev->cache_ttl, 3600);
     ngx_conf_merge_uint_value(conf->cache_semantic, prev->cache_semantic, 0);
     ngx_conf_merge_ptr_value(conf->cache_keys, prev->cache_keys, NULL);
+
+    if (conf->cache_embed == NGX_CONF_UNSET_PTR) {
+        conf->cache_embed = prev->cache_embed;
+        conf->cache_embed_model = prev->cache_embed_model;
+    }
+
+    ngx_conf_merge_ptr_value(conf->cache_embed, prev->cache_embed, NULL);
 
     /* budgets and limits are inherited as a whole, as limit_req's are */
     ngx_conf_merge_ptr_value(conf->budgets, prev->budgets, NULL);
@@ -1271,24 +1279,57 @@ ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* llm_cache_embed builtin: the only embedder so far */
+/* llm_cache_embed builtin | provider:model */
 
 static char *
 ngx_http_llm_cache_embed(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_str_t  *value;
+    ngx_http_llm_loc_conf_t *llcf = conf;
+
+    u_char                    *colon;
+    ngx_str_t                 *value, name;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (llcf->cache_embed != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
 
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "builtin") == 0) {
+        llcf->cache_embed = NULL;
         return NGX_CONF_OK;
     }
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "llm_cache_embed \"%V\": only \"builtin\" is "
-                       "supported by this version", &value[1]);
+    colon = ngx_strlchr(value[1].data, value[1].data + value[1].len, ':');
 
-    return NGX_CONF_ERROR;
+    if (colon == NULL || colon == value[1].data
+        || colon == value[1].data + value[1].len - 1)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid embedder \"%V\": builtin or "
+                           "provider:model", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = colon - value[1].data;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_llm_gateway_module);
+
+    llcf->cache_embed = ngx_http_llm_provider_find(lmcf, &name);
+
+    if (llcf->cache_embed == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_cache_embed: unknown llm_provider \"%V\" "
+                           "(declared in http{} before it is used)", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    llcf->cache_embed_model.data = colon + 1;
+    llcf->cache_embed_model.len = value[1].data + value[1].len - colon - 1;
+
+    return NGX_CONF_OK;
 }
 
 

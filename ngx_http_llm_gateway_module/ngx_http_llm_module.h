@@ -155,6 +155,9 @@ typedef struct {
                                                     0: exact only */
     ngx_array_t                *cache_keys;    /* llm_cache_key, complex
                                                   values */
+    ngx_http_llm_provider_t    *cache_embed;   /* llm_cache_embed; NULL:
+                                                  builtin */
+    ngx_str_t                   cache_embed_model;
 
     ngx_array_t                *budgets;       /* ngx_http_llm_budget_t */
     ngx_array_t                *limits;        /* ngx_http_llm_limit_t */
@@ -181,6 +184,12 @@ typedef struct {
     u_char                      key[16];       /* the exact key */
     uint64_t                    space[2];      /* the semantic key space */
     ngx_http_llm_vec_t         *vec;           /* the last user message */
+    ngx_str_t                   text;          /* its text, for a
+                                                  provider's embedding */
+    int8_t                     *dense;         /* the provider's */
+    ngx_uint_t                  dims;
+    uint32_t                    norm2;
+    uint64_t                    sig;
     ngx_uint_t                  similarity;    /* x 1000 */
     ngx_str_t                   provider;      /* of a hit's answer */
     ngx_str_t                   model;
@@ -243,6 +252,7 @@ typedef struct {
     unsigned                    stream_done:1;
     unsigned                    too_big:1;
     unsigned                    untranslated:1;  /* driver failed */
+    unsigned                    embed:1;       /* the cache's embedding */
     unsigned                    over_budget:1;  /* stream cut by the gateway */
     unsigned                    settled:1;
 } ngx_http_llm_attempt_t;
@@ -296,6 +306,9 @@ extern ngx_module_t  ngx_http_llm_gateway_module;
  * and the end of every request */
 ngx_http_llm_ctx_t *ngx_http_llm_ctx_create(ngx_http_request_t *r);
 void ngx_http_llm_body_handler(ngx_http_request_t *r);
+/* the attempts, after the cache missed; the request ends if none can
+ * start */
+void ngx_http_llm_proceed(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);
 /* the request ends with this outcome: ngx_http_finalize_request(r, rc) */
 void ngx_http_llm_end(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_outcome_e outcome, ngx_int_t rc);
@@ -308,6 +321,15 @@ ngx_int_t ngx_http_llm_finish(ngx_http_request_t *r);
  * (the body is not valid JSON for a tree), NGX_ERROR */
 ngx_int_t ngx_http_llm_attempt_start(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
+/* a subrequest for the embedding of text by provider p, model: NGX_OK
+ * (ctx->cur is it), NGX_DECLINED (the format cannot), NGX_ERROR */
+ngx_int_t ngx_http_llm_attempt_embed(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_provider_t *p, ngx_str_t *model,
+    ngx_str_t *text);
+/* the OpenAI body of a finished attempt's whole 2xx answer: NGX_OK,
+ * NGX_DECLINED (failed: the reason in *what), NGX_ERROR */
+ngx_int_t ngx_http_llm_attempt_result(ngx_http_request_t *r,
+    ngx_http_llm_attempt_t *a, ngx_str_t *body, char **what);
 /* the preaccess handler of attempts' subrequests */
 ngx_int_t ngx_http_llm_body_length(ngx_http_request_t *r);
 /* provider text (a body, an event): UTF-8 repaired, the key redacted */
@@ -395,7 +417,8 @@ ngx_int_t ngx_http_llm_send_limited(ngx_http_request_t *r,
 char *ngx_http_llm_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_llm_cache_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-/* NGX_OK: answered from the cache; NGX_DECLINED: go on; NGX_ERROR */
+/* NGX_OK: answered from the cache; NGX_DECLINED: go on; NGX_AGAIN: an
+ * embedding is asked for; NGX_ERROR */
 ngx_int_t ngx_http_llm_cache_lookup(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_cache_store(ngx_http_request_t *r,
@@ -405,6 +428,9 @@ ngx_int_t ngx_http_llm_cache_headers(ngx_http_request_t *r,
 ngx_str_t *ngx_http_llm_cache_status(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_cache_stats(ngx_http_llm_zone_t *zone,
     ngx_http_llm_cache_stats_t *st);
+/* the embedding attempt a is over: answer from the cache, or go on */
+void ngx_http_llm_cache_embedded(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
 ngx_http_llm_acc_t *ngx_http_llm_acc_create(ngx_pool_t *pool);
 /* a text delta, a JSON string literal */
 ngx_int_t ngx_http_llm_acc_text(ngx_http_llm_acc_t *acc,

@@ -15,6 +15,9 @@
  *        body into a tree themselves, when they need one)
  *        -> refused (bad request, no route, a rate limit, no target a
  *           budget can pay for, every target cooling down)  REFUSED
+ *        -> the cache (ngx_http_llm_cache.c): a hit      ANSWERED/STREAMED
+ *           (with a provider's embedder, its embedding first: a
+ *           subrequest, then ngx_http_llm_cache_embedded())
  *        -> ngx_http_llm_attempt_start (ngx_http_llm_attempt.c):
  *           a subrequest to the target's pass location; the filters
  *           (ngx_http_llm_filter.c) collect its answer or translate its
@@ -148,17 +151,17 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     if (rc == NGX_OK) {
         rc = ngx_http_llm_cache_lookup(r, ctx);
 
-        if (rc == NGX_OK) {
-            /* answered from the cache */
+        if (rc == NGX_OK || rc == NGX_AGAIN) {
+            /* answered from the cache, or an embedding is asked for */
             return;
         }
 
-        rc = (rc == NGX_DECLINED) ? ngx_http_llm_attempt_start(r, ctx)
-                                  : NGX_ERROR;
-
-        if (rc == NGX_OK) {
+        if (rc == NGX_DECLINED) {
+            ngx_http_llm_proceed(r, ctx);
             return;
         }
+
+        rc = NGX_ERROR;
 
     } else if (rc == NGX_DECLINED) {
         ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
@@ -171,6 +174,20 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
     ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
                      ngx_http_llm_refuse(r, ctx, rc));
+}
+
+
+void
+ngx_http_llm_proceed(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_llm_attempt_start(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
+                         ngx_http_llm_refuse(r, ctx, rc));
+    }
 }
 
 

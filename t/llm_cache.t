@@ -78,6 +78,18 @@ http {
             llm_cache llm ttl=1s;
         }
 
+        location /pe/v1/ {
+            llm_gateway;
+            llm_cache llm semantic=0.90;
+            llm_cache_embed p:text-embedding-3-small;
+        }
+
+        location /pef/v1/ {
+            llm_gateway;
+            llm_cache llm semantic=0.90;
+            llm_cache_embed p:fault-500-embed;
+        }
+
         location /off/v1/ {
             llm_gateway;
         }
@@ -304,6 +316,37 @@ is(status($r), 'MISS', 'semantic: another system prompt');
 $r = ask('s', 'Tell me about refunds', stream => 1);
 is(status($r), 'SEMANTIC', 'semantic: streamed');
 is($r->{text}, 'echo: What is your refund policy?', 'semantic: stream text');
+
+###############################################################################
+# a provider's embeddings (the mock's vectors ignore case and punctuation)
+
+$r = ask('pe', 'Tell me about refunds!');
+is(status($r), 'MISS', 'provider embedder: MISS');
+my @paths = map { $_->{path} } @{ LLMGW::mock_requests($t) };
+is("@paths", '/v1/embeddings /v1/chat/completions',
+    'provider embedder: the question embedded, then asked');
+$r = ask('pe', 'tell me about refunds');
+is(status($r), 'SEMANTIC', 'provider embedder: SEMANTIC');
+is($r->{headers}{'x-llm-cache-similarity'}, '1.000',
+    'provider embedder: similarity');
+is($r->{json}{choices}[0]{message}{content}, 'echo: Tell me about refunds!',
+    'provider embedder: the stored answer');
+@paths = map { $_->{path} } @{ LLMGW::mock_requests($t) };
+is("@paths", '/v1/embeddings', 'provider embedder: only embedded');
+is(status(ask('pe', 'How long does delivery take?')), 'MISS',
+    'provider embedder: another question');
+$r = ask('pe', 'Tell me about refunds!');
+is(status($r), 'HIT', 'provider embedder: exact HIT');
+is(asked_n(), 0, 'provider embedder: not embedded for an exact hit');
+$r = ask('pe', 'tell me about refunds', stream => 1);
+is(status($r), 'SEMANTIC', 'provider embedder: streamed');
+is($r->{text}, 'echo: Tell me about refunds!', 'provider embedder: text');
+
+$r = ask('pef', 'the embedder fails');
+is($r->{status}, 200, 'embedder failure: answered');
+is(status($r), 'MISS', 'embedder failure: a miss');
+like($t->error_log, qr/llm_cache_embed: provider "p" model "fault-500-embed" failed/,
+    'embedder failure: logged');
 
 ###############################################################################
 # llm_cache_key

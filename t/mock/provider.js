@@ -99,10 +99,14 @@ function words(s) {
 }
 
 /* a deterministic unit vector for a text */
+/* a vector of the text's words: case and punctuation do not count, so
+ * that "Tell me about refunds!" and "tell me about refunds" are the same */
 function embed(text, dims) {
     const v = [];
     let norm = 0;
     dims = dims || 16;
+    text = String(text).toLowerCase().replace(/[^a-z0-9\s]/g, '')
+        .replace(/\s+/g, ' ').trim();
     for (let i = 0; i < dims; i++) {
         const h = crypto.createHash('md5').update(i + ':' + text).digest();
         const x = (h.readUInt32LE(0) / 0xffffffff) * 2 - 1;
