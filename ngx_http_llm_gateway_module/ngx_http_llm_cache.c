@@ -83,7 +83,9 @@ typedef struct {
 /* the semantic index of a zone */
 typedef struct {
     uint32_t                    nslots;
-    uint32_t                    next;
+    uint32_t                    next;          /* the slot to fill next */
+    uint32_t                    used;          /* slots ever filled */
+    uint32_t                    reserved;
     ngx_http_llm_slot_t         slots[1];
 } ngx_http_llm_cache_index_t;
 
@@ -1063,10 +1065,12 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
 
     sig = c->dense ? c->sig : q->sig;
 
-    for (i = ngx_http_llm_index_next(index->slots, index->nslots, 0,
+    /* the slots filled so far: a new index is not scanned whole */
+
+    for (i = ngx_http_llm_index_next(index->slots, index->used, 0,
                                      c->space[0], sig, c->dense != NULL);
-         i < index->nslots;
-         i = ngx_http_llm_index_next(index->slots, index->nslots, i + 1,
+         i < index->used;
+         i = ngx_http_llm_index_next(index->slots, index->used, i + 1,
                                      c->space[0], sig, c->dense != NULL))
     {
         slot = &index->slots[i];
@@ -2127,6 +2131,8 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     if (index) {
         slot = &index->slots[index->next];
         index->next = (index->next + 1) % index->nslots;
+        index->used = ngx_max(index->used, (uint32_t) (slot - index->slots)
+                                           + 1);
 
         slot->sig = node.sig;
         slot->space = node.space[0];
