@@ -595,7 +595,17 @@ ngx_http_llm_attempt_result(ngx_http_request_t *r, ngx_http_llm_attempt_t *a,
         return NGX_OK;
     }
 
-    *what = v.what ? v.what : "failed";
+    if (v.what) {
+        *what = v.what;
+
+    } else {
+        *what = ngx_pnalloc(r->pool, sizeof("HTTP ") + NGX_INT_T_LEN);
+        if (*what == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf((u_char *) *what, "HTTP %ui%Z", a->status);
+    }
 
     return rc;
 }

@@ -1482,6 +1482,9 @@ ngx_http_llm_cache_embedded(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     zone = ctx->conf->cache_zone;
 
+    /* the embedding call is no attempt of the request's */
+    ctx->cur = NULL;
+
     rc = ngx_http_llm_attempt_result(r, a, &body, &what);
 
     if (rc == NGX_OK) {
@@ -1497,10 +1500,10 @@ ngx_http_llm_cache_embedded(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "llm: llm_cache_embed: provider \"%V\" model \"%V\" "
-                      "failed: %s (HTTP %ui), the request goes on as a "
-                      "cache miss", &a->target->provider->name,
+                      "failed: %s, the request goes on as a cache miss",
+                      &a->target->provider->name,
                       ngx_http_llm_escape(r->pool, &a->call.model, 1),
-                      what, a->status);
+                      what);
 
         ctx->cache.semantic = 0;
     }
@@ -1926,7 +1929,7 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     u_char                      *p;
     size_t                       size;
     ngx_str_t                    key, finish, *model;
-    ngx_uint_t                   i, f;
+    ngx_uint_t                   i, f, semantic;
     ngx_http_llm_acc_t          *acc, whole;
     ngx_http_llm_zone_t         *zone;
     ngx_http_llm_attempt_t      *a;
@@ -1942,7 +1945,9 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     a = ctx->answer;
     zone = ctx->conf->cache_zone;
 
-    if (!c->store || zone == NULL || a == NULL || a->failed
+    /* an answer shortened by a budget is not what the key asks for */
+
+    if (!c->store || zone == NULL || a == NULL || a->failed || a->lowered
         || (ctx->outcome != NGX_HTTP_LLM_ANSWERED
             && ctx->outcome != NGX_HTTP_LLM_STREAMED)
         || a->status != NGX_HTTP_OK)
@@ -2038,7 +2043,12 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         node.ntools = (uint16_t) acc->tools.nelts;
     }
 
-    if (c->semantic) {
+    /* with a vector: a provider's embedding is not asked for when the
+     * cache was not read (no-cache) */
+
+    semantic = c->semantic && (c->dense || c->vec);
+
+    if (semantic) {
         node.space[0] = c->space[0];
         node.space[1] = c->space[1];
         if (c->dense) {
@@ -2113,7 +2123,7 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     ngx_http_llm_zone_lock(zone);
 
-    index = c->semantic ? ngx_http_llm_cache_index(zone, 1) : NULL;
+    index = semantic ? ngx_http_llm_cache_index(zone, 1) : NULL;
 
     p = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_CACHE, &key, size);
 

@@ -35,6 +35,7 @@ static size_t ngx_http_llm_embed_stem(u_char *w, size_t len);
 static void ngx_http_llm_embed_add(ngx_http_llm_vec_t *v, uint32_t hash,
     ngx_uint_t weight, ngx_uint_t flags);
 static uint64_t ngx_http_llm_isqrt(uint64_t n);
+static ngx_uint_t ngx_http_llm_embed_foreign(u_char *p, u_char *last);
 
 
 /* sorted, for a binary search */
@@ -114,7 +115,31 @@ ngx_http_llm_embed(u_char *text, size_t len, ngx_http_llm_vec_t *v)
             p++;
         }
 
-        n = ngx_min((size_t) (p - start), NGX_HTTP_LLM_WORD_MAX);
+        /*
+         * A word of another script, or too long to be an English one, is
+         * kept whole as an entity: without the language's rules, only
+         * the same text is the same question (scripts without spaces make
+         * a sentence one word).
+         */
+
+        if ((size_t) (p - start) > NGX_HTTP_LLM_WORD_MAX
+            || ngx_http_llm_embed_foreign(start, p))
+        {
+            hash = 2166136261u;
+
+            for ( /* void */ ; start < p; start++) {
+                hash = (hash ^ (*start >= 'A' && *start <= 'Z'
+                                ? (*start | 0x20) : *start))
+                       * 16777619u;
+            }
+
+            ngx_http_llm_embed_add(v, hash, NGX_HTTP_LLM_W_ENTITY,
+                                   NGX_HTTP_LLM_TERM_ENTITY);
+            first = 0;
+            continue;
+        }
+
+        n = p - start;
         upper = 0;
         digit = 0;
 
@@ -181,6 +206,19 @@ ngx_http_llm_embed(u_char *text, size_t len, ngx_http_llm_vec_t *v)
         v->norm2 += (uint32_t) v->terms[i].weight * v->terms[i].weight;
         v->sig |= (uint64_t) 1 << (v->terms[i].hash & 63);
     }
+}
+
+
+static ngx_uint_t
+ngx_http_llm_embed_foreign(u_char *p, u_char *last)
+{
+    for ( /* void */ ; p < last; p++) {
+        if (*p >= 0x80) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -469,11 +469,13 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     switch (data) {
 
     case NGX_HTTP_LLM_VAR_PROVIDER:
-        s = a ? &a->target->provider->name : NULL;
+        s = a ? &a->target->provider->name
+              : (ctx->cache.provider.len ? &ctx->cache.provider : NULL);
         break;
 
     case NGX_HTTP_LLM_VAR_MODEL:
-        s = a ? &a->call.model : NULL;
+        s = a ? &a->call.model
+              : (ctx->cache.model.len ? &ctx->cache.model : NULL);
         break;
 
     case NGX_HTTP_LLM_VAR_PROMPT:

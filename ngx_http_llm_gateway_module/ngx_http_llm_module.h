@@ -253,6 +253,8 @@ typedef struct {
     unsigned                    too_big:1;
     unsigned                    untranslated:1;  /* driver failed */
     unsigned                    embed:1;       /* the cache's embedding */
+    unsigned                    lowered:1;     /* max_tokens lowered by a
+                                                  budget */
     unsigned                    over_budget:1;  /* stream cut by the gateway */
     unsigned                    settled:1;
 } ngx_http_llm_attempt_t;

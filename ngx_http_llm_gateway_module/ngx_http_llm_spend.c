@@ -555,6 +555,8 @@ ngx_http_llm_budget_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     if (k < want) {
+        a->lowered = 1;
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "llm: budget lowers max_tokens from %L to %L for "
                       "model \"%V\"", want, k,

@@ -90,6 +90,12 @@ http {
             llm_cache_embed p:fault-500-embed;
         }
 
+        location /lowb/v1/ {
+            llm_gateway;
+            llm_cache llm;
+            llm_budget llm $http_x_team 0.0005 total;
+        }
+
         location /off/v1/ {
             llm_gateway;
         }
@@ -342,11 +348,28 @@ $r = ask('pe', 'tell me about refunds', stream => 1);
 is(status($r), 'SEMANTIC', 'provider embedder: streamed');
 is($r->{text}, 'echo: Tell me about refunds!', 'provider embedder: text');
 
+$r = ask('pe', 'not read from the cache',
+    headers => { 'Cache-Control' => 'no-cache' });
+is(status($r), 'BYPASS', 'provider embedder: no-cache');
+$r = ask('pe', 'not read from the cache');
+is(status($r), 'HIT', 'provider embedder: no-cache stored an exact entry');
+
 $r = ask('pef', 'the embedder fails');
 is($r->{status}, 200, 'embedder failure: answered');
 is(status($r), 'MISS', 'embedder failure: a miss');
-like($t->error_log, qr/llm_cache_embed: provider "p" model "fault-500-embed" failed/,
+like($t->error_log,
+    qr/llm_cache_embed: provider "p" model "fault-500-embed" failed: HTTP 500,/,
     'embedder failure: logged');
+
+###############################################################################
+# an answer a budget shortened is not stored
+
+$r = ask('lowb', 'shortened by a budget', model => 'pm',
+    headers => { 'X-Team' => 'low' });
+is($r->{status}, 200, 'lowered: answered');
+$r = ask('lowb', 'shortened by a budget', model => 'pm',
+    headers => { 'X-Team' => 'low2' });
+is(status($r), 'MISS', 'lowered: not stored');
 
 ###############################################################################
 # llm_cache_key
