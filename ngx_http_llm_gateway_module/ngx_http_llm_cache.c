@@ -1042,9 +1042,10 @@ static ngx_http_llm_cache_node_t *
 ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_zone_t *zone, ngx_uint_t *sim)
 {
-    uint64_t                     sig;
+    u_char                      *best_key;
     ngx_str_t                    key;
     ngx_uint_t                   i, s, best_sim;
+    ngx_http_llm_query_t         iq;
     ngx_http_llm_vec_t          *q;
     ngx_http_llm_cache_ctx_t    *c;
     ngx_http_llm_cache_node_t   *node, *best;
@@ -1060,23 +1061,33 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
     }
 
     best = NULL;
+    best_key = NULL;
     best_sim = 0;
     key.len = 16;
 
-    sig = c->dense ? c->sig : q->sig;
+    if (c->dense) {
+        ngx_memzero(&iq, offsetof(ngx_http_llm_query_t, w2));
+        iq.space = c->space[0];
+        iq.sig = c->sig;
+        iq.dense = 1;
+
+    } else {
+        ngx_http_llm_index_query(q, ctx->conf->cache_semantic, c->space[0],
+                                 &iq);
+    }
 
     /* the slots filled so far: a new index is not scanned whole */
 
-    for (i = ngx_http_llm_index_next(index->slots, index->used, 0,
-                                     c->space[0], sig, c->dense != NULL);
+    for (i = ngx_http_llm_index_next(index->slots, index->used, 0, &iq);
          i < index->used;
-         i = ngx_http_llm_index_next(index->slots, index->used, i + 1,
-                                     c->space[0], sig, c->dense != NULL))
+         i = ngx_http_llm_index_next(index->slots, index->used, i + 1, &iq))
     {
         slot = &index->slots[i];
         key.data = slot->key;
 
-        node = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_CACHE, &key, 0);
+        /* candidates are read without becoming recently used */
+
+        node = ngx_http_llm_zone_peek(zone, NGX_HTTP_LLM_KIND_CACHE, &key);
 
         if (node == NULL) {
             /* gone: the slot is free */
@@ -1107,10 +1118,20 @@ ngx_http_llm_cache_semantic(ngx_http_llm_ctx_t *ctx,
         if (s > best_sim) {
             best_sim = s;
             best = node;
+            best_key = slot->key;
         }
     }
 
     if (best == NULL || best_sim < ctx->conf->cache_semantic) {
+        return NULL;
+    }
+
+    /* the one served is */
+
+    key.data = best_key;
+    best = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_CACHE, &key, 0);
+
+    if (best == NULL) {
         return NULL;
     }
 

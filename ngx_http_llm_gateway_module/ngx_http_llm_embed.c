@@ -56,9 +56,8 @@ static const char  *ngx_http_llm_stop[] = {
     "such", "t", "tell", "than", "thank", "thanks", "that", "the", "their",
     "theirs", "them", "themselves", "then", "there", "these", "they",
     "this", "those", "through", "to", "too", "under", "until", "up", "us",
-    "ve", "very", "want", "was", "we", "were", "what", "when", "where",
-    "which", "while", "who", "whom", "why", "will", "with", "would", "you",
-    "your", "yours", "yourself", "yourselves"
+    "ve", "very", "want", "was", "we", "were", "what", "while", "will",
+    "with", "would", "you", "your", "yours", "yourself", "yourselves"
 };
 
 
@@ -69,12 +68,16 @@ static const char  *ngx_http_llm_generic[] = {
 };
 
 
-/* entities by name: another weekday or month is another question */
+/*
+ * Entities by name: another weekday or month is another question, and so
+ * is one asking when rather than how ("what" and "how" are stop words:
+ * "What is your refund policy?" asks what "Tell me about refunds" does).
+ */
 static const char  *ngx_http_llm_named[] = {
     "april", "august", "december", "february", "friday", "january", "july",
     "june", "march", "monday", "november", "october", "saturday",
     "september", "sunday", "thursday", "today", "tomorrow", "tuesday",
-    "wednesday", "yesterday"
+    "wednesday", "when", "where", "which", "who", "whom", "why", "yesterday"
 };
 
 
@@ -406,14 +409,49 @@ ngx_http_llm_isqrt(uint64_t n)
 #define NGX_HTTP_LLM_DENSE_SIGNS  24
 
 
+void
+ngx_http_llm_index_query(ngx_http_llm_vec_t *v, ngx_uint_t threshold,
+    uint64_t space, ngx_http_llm_query_t *q)
+{
+    ngx_uint_t  i, b;
+
+    ngx_memzero(q, sizeof(ngx_http_llm_query_t));
+
+    q->space = space;
+    q->sig = v->sig;
+
+    for (i = 0; i < v->n; i++) {
+        b = v->terms[i].hash & 63;
+        q->w2[b] += (uint32_t) v->terms[i].weight * v->terms[i].weight;
+
+        if (v->terms[i].flags & NGX_HTTP_LLM_TERM_ENTITY) {
+            q->must |= (uint64_t) 1 << b;
+        }
+    }
+
+    /* (1 - T^2) of the squared norm may be missing */
+
+    q->allow = (uint64_t) v->norm2 * (1000000 - threshold * threshold)
+               / 1000000;
+
+    for (b = 0; b < 64; b++) {
+        if (q->w2[b] > q->allow) {
+            q->must |= (uint64_t) 1 << b;
+        }
+    }
+}
+
+
 ngx_uint_t
 ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
-    ngx_uint_t i, uint64_t space, uint64_t sig, ngx_uint_t dense)
+    ngx_uint_t i, ngx_http_llm_query_t *q)
 {
-    if (dense) {
+    uint64_t  missing, lack;
+
+    if (q->dense) {
         for ( /* void */ ; i < n; i++) {
-            if (slots[i].space == space
-                && __builtin_popcountll(slots[i].sig ^ sig)
+            if (slots[i].space == q->space
+                && __builtin_popcountll(slots[i].sig ^ q->sig)
                    <= NGX_HTTP_LLM_DENSE_SIGNS)
             {
                 return i;
@@ -424,7 +462,21 @@ ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
     }
 
     for ( /* void */ ; i < n; i++) {
-        if (slots[i].space == space && (slots[i].sig & sig)) {
+
+        if (slots[i].space != q->space
+            || (slots[i].sig & q->must) != q->must
+            || !(slots[i].sig & q->sig))
+        {
+            continue;
+        }
+
+        missing = 0;
+
+        for (lack = q->sig & ~slots[i].sig; lack; lack &= lack - 1) {
+            missing += q->w2[__builtin_ctzll(lack)];
+        }
+
+        if (missing <= q->allow) {
             return i;
         }
     }

@@ -68,13 +68,34 @@ ngx_uint_t ngx_http_llm_embed_similarity(ngx_http_llm_term_t *a,
 
 
 /*
- * The first slot from i on in space that may hold a similar question: a
- * candidate to compare; n if there is none.  Builtin vectors (dense 0)
- * must share a word with sig; a provider's (dense 1) must have most of
- * the signs of sig (see ngx_http_llm_dense()).
+ * What a scan of the index looks for: the space, and what a slot's
+ * signature must have to hold a question similar enough.  A builtin
+ * vector reaches the threshold T only if the words it shares with the
+ * question carry T^2 of the question's squared weight: a slot whose
+ * signature lacks the bits of more than the rest (allow) cannot, nor one
+ * that lacks an entity's bit (must).  A provider's vector (dense) must
+ * have most of the question's signs.
  */
+
+typedef struct {
+    uint64_t                    space;
+    uint64_t                    sig;
+    uint64_t                    must;          /* bits a slot must have */
+    uint64_t                    allow;         /* squared weight that may
+                                                  be missing */
+    uint32_t                    w2[64];        /* squared weight per bit */
+    ngx_uint_t                  dense;
+} ngx_http_llm_query_t;
+
+
+/* the query of a builtin vector at threshold (0 to 1000) */
+void ngx_http_llm_index_query(ngx_http_llm_vec_t *v, ngx_uint_t threshold,
+    uint64_t space, ngx_http_llm_query_t *q);
+
+/* the first slot from i on that may hold a similar question: a candidate
+ * to compare; n if there is none */
 ngx_uint_t ngx_http_llm_index_next(ngx_http_llm_slot_t *slots, ngx_uint_t n,
-    ngx_uint_t i, uint64_t space, uint64_t sig, ngx_uint_t dense);
+    ngx_uint_t i, ngx_http_llm_query_t *q);
 
 
 /*

@@ -638,6 +638,29 @@ ngx_http_llm_zone_stats(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
 }
 
 
+void *
+ngx_http_llm_zone_peek(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
+    ngx_str_t *key)
+{
+    uint32_t                   hash;
+    ngx_http_llm_zone_node_t  *zn;
+
+    if (key->len > NGX_HTTP_LLM_ZONE_KEY_MAX) {
+        return NULL;
+    }
+
+    hash = ngx_crc32_short(key->data, key->len) ^ (uint32_t) kind;
+
+    zn = ngx_http_llm_zone_lookup(zone, kind, key, hash);
+
+    if (zn == NULL || (zn->expire && zn->expire <= ngx_http_llm_now())) {
+        return NULL;
+    }
+
+    return ngx_http_llm_zone_value(zn);
+}
+
+
 size_t
 ngx_http_llm_zone_value_size(void *value)
 {

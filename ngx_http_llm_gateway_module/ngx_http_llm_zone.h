@@ -116,6 +116,11 @@ void ngx_http_llm_zone_unlock(ngx_http_llm_zone_t *zone);
 void *ngx_http_llm_zone_get(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
     ngx_str_t *key, size_t size);
 
+/* the value of (kind, key), or NULL, as _get() without size, but the
+ * entry does not become the most recently used */
+void *ngx_http_llm_zone_peek(ngx_http_llm_zone_t *zone, ngx_uint_t kind,
+    ngx_str_t *key);
+
 /* the size of the value of an entry (from _get) */
 size_t ngx_http_llm_zone_value_size(void *value);
 

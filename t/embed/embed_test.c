@@ -88,6 +88,8 @@ static const char  *other[][2] = {
     { "Can I get a refund?", "Can I get an invoice?" },
     { "How do I cancel my subscription?", "How do I renew my subscription?" },
     { "hi", "hello" },
+    { "How do I upload my photo?", "When should I upload my photo?" },
+    { "Where is my order?", "Why is my order late?" },
     { "\xe6\x98\x9f\xe6\x9c\x9f\xe4\xb8\x80\xe5\xa4\xa9\xe6\xb0\x94\xe6\x80\x8e\xe4\xb9\x88\xe6\xa0\xb7",
       "\xe6\x98\x9f\xe6\x9c\x9f\xe4\xba\x8c\xe5\xa4\xa9\xe6\xb0\x94\xe6\x80\x8e\xe4\xb9\x88\xe6\xa0\xb7" },
     { "Quel temps fera-t-il \xc3\xa0 Paris lundi ?",
