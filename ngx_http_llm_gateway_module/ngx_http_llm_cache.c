@@ -2179,6 +2179,63 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 }
 
 
+/*
+ * An entry another node stored (Redis): into the zone as it is, without a
+ * touch (it is not published again), and into the index if it has a
+ * vector.
+ */
+
+void
+ngx_http_llm_cache_insert(ngx_http_llm_zone_t *zone, ngx_str_t *key,
+    u_char *value, size_t size, uint64_t expire)
+{
+    u_char                      *p;
+    ngx_http_llm_slot_t         *slot;
+    ngx_http_llm_cache_node_t    node;
+    ngx_http_llm_cache_index_t  *index;
+
+    if (size < sizeof(ngx_http_llm_cache_node_t) || key->len != 16) {
+        return;
+    }
+
+    ngx_memcpy(&node, value, sizeof(ngx_http_llm_cache_node_t));
+
+    if (sizeof(ngx_http_llm_cache_node_t) + ngx_http_llm_cache_vec(&node)
+        + ngx_http_llm_cache_names(&node) + node.content_len
+        + node.tools_len + node.body_len
+        != size)
+    {
+        /* not laid out by this version */
+        return;
+    }
+
+    ngx_http_llm_zone_lock(zone);
+
+    index = (node.nterms || node.dims) ? ngx_http_llm_cache_index(zone, 1)
+                                       : NULL;
+
+    p = ngx_http_llm_zone_get(zone, NGX_HTTP_LLM_KIND_CACHE, key, size);
+
+    if (p) {
+        ngx_memcpy(p, value, size);
+        ngx_http_llm_zone_expires(p, expire);
+
+        if (index) {
+            slot = &index->slots[index->next];
+            index->next = (index->next + 1) % index->nslots;
+            index->used = ngx_max(index->used,
+                                  (uint32_t) (slot - index->slots) + 1);
+
+            slot->sig = node.sig;
+            slot->space = node.space[0];
+            ngx_memcpy(slot->key, key->data, 16);
+        }
+    }
+
+    ngx_http_llm_zone_unlock(zone);
+}
+
+
 /* a whole OpenAI answer: its first choice's message and finish reason */
 
 static ngx_int_t

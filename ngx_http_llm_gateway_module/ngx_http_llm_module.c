@@ -122,6 +122,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, retry_after_max),
       NULL },
 
+    { ngx_string("llm_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_llm_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_prices"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_llm_prices,
@@ -214,7 +221,7 @@ ngx_module_t  ngx_http_llm_gateway_module = {
     ngx_http_llm_init_process,             /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_llm_redis_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -629,6 +636,9 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
            != NGX_OK
         || ngx_array_init(&lmcf->route_lists, cf->pool, 4,
                           sizeof(ngx_array_t *))
+           != NGX_OK
+        || ngx_array_init(&lmcf->redis, cf->pool, 1,
+                          sizeof(ngx_http_llm_redis_conf_t *))
            != NGX_OK)
     {
         return NULL;
@@ -1335,6 +1345,13 @@ ngx_http_llm_cache_embed(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+ngx_int_t
+ngx_http_llm_read_secret(ngx_conf_t *cf, ngx_str_t *file, ngx_str_t *secret)
+{
+    return ngx_http_llm_read_key(cf, file, secret);
+}
+
+
 ngx_http_llm_zone_t *
 ngx_http_llm_zone_named(ngx_conf_t *cf, ngx_str_t *name)
 {
@@ -1371,7 +1388,15 @@ ngx_http_llm_init_process(ngx_cycle_t *cycle)
     lmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_llm_gateway_module);
 
-    if (lmcf == NULL || lmcf->route_zone) {
+    if (lmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_llm_redis_init_process(cycle, lmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (lmcf->route_zone) {
         return NGX_OK;
     }
 

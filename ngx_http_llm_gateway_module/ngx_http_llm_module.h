@@ -117,6 +117,19 @@ void ngx_http_llm_redact(ngx_str_t *text, ngx_str_t *secret);
 #define NGX_HTTP_LLM_MAX_TARGETS  64
 
 
+/* llm_redis */
+typedef struct {
+    ngx_url_t                   url;
+    ngx_http_llm_zone_t        *zone;
+    ngx_str_t                   password;
+    ngx_uint_t                  db;
+    ngx_str_t                   prefix;
+    ngx_msec_t                  sync;
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  timeout;
+} ngx_http_llm_redis_conf_t;
+
+
 typedef struct {
     ngx_array_t                 providers;     /* ngx_http_llm_provider_t */
     ngx_array_t                 zones;         /* ngx_http_llm_zone_t * */
@@ -136,6 +149,9 @@ typedef struct {
                                                   sorted by name */
     ngx_str_t                   prices_file;
     time_t                      time_offset;   /* llm_test_time_offset */
+
+    ngx_array_t                 redis;         /* ngx_http_llm_redis_conf_t *,
+                                                  a zone each */
 } ngx_http_llm_main_conf_t;
 
 
@@ -439,6 +455,21 @@ ngx_int_t ngx_http_llm_acc_text(ngx_http_llm_acc_t *acc,
     ngx_str_t *literal);
 /* an OpenAI chunk, as JSON text */
 ngx_int_t ngx_http_llm_acc_chunk(ngx_http_llm_acc_t *acc, ngx_str_t *data);
+
+/* ngx_http_llm_redis.c */
+char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_llm_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_llm_main_conf_t *lmcf);
+void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);
+
+/* ngx_http_llm_cache.c: an entry of another node, into the zone */
+void ngx_http_llm_cache_insert(ngx_http_llm_zone_t *zone, ngx_str_t *key,
+    u_char *value, size_t size, uint64_t expire);
+
+/* ngx_http_llm_module.c: a secret from a file (first line), at
+ * configuration; logs */
+ngx_int_t ngx_http_llm_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *secret);
 
 /* ngx_http_llm_module.c: an llm_zone declared before, by name; logs */
 ngx_http_llm_zone_t *ngx_http_llm_zone_named(ngx_conf_t *cf,

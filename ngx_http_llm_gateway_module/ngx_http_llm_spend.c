@@ -625,6 +625,7 @@ ngx_http_llm_budget_release(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         if (node) {
             node->reserved = ngx_max(node->reserved - h->held, 0);
             node->spent += cost;
+            node->pending += cost;
 
             if (cost) {
                 ngx_http_llm_zone_touch(b[i].zone, node);

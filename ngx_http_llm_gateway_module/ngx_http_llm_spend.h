@@ -81,11 +81,22 @@ typedef struct {
  */
 
 typedef struct {
-    int64_t                     spent;         /* nano-USD, this period */
+    int64_t                     spent;         /* nano-USD, this period
+                                                  (with Redis: of all
+                                                  nodes, as last synced,
+                                                  and pending) */
     int64_t                     reserved;      /* nano-USD held */
     int64_t                     limit;         /* as last configured */
     uint32_t                    period;        /* index of the period */
     uint32_t                    unit;          /* NGX_HTTP_LLM_PERIOD_* */
+
+    /* Redis sync: spend not pushed yet, and a push awaiting its reply */
+    int64_t                     pending;
+    int64_t                     inflight;
+    uint64_t                    inflight_seq;
+    uint64_t                    seq;
+    uint32_t                    inflight_period;
+    uint32_t                    reserved2;
 } ngx_http_llm_budget_node_t;
 
 

@@ -276,6 +276,8 @@ ngx_http_llm_zone_init_sh(ngx_http_llm_zone_t *zone)
         ngx_queue_init(&sh->lru[i]);
     }
 
+    sh->node_id = ((uint64_t) ngx_random() << 32 | (uint64_t) ngx_random())
+                  ^ (uint64_t) ngx_time();
     sh->magic = NGX_HTTP_LLM_ZONE_MAGIC;
     sh->version = NGX_HTTP_LLM_ZONE_VERSION;
     sh->layout = NGX_HTTP_LLM_ZONE_LAYOUT;

@@ -34,7 +34,7 @@
  * themselves.  Nothing here logs or blocks.
  */
 
-#define NGX_HTTP_LLM_ZONE_VERSION  3
+#define NGX_HTTP_LLM_ZONE_VERSION  4
 
 /* the longest key: a longer one is refused */
 #define NGX_HTTP_LLM_ZONE_KEY_MAX  1024
@@ -61,6 +61,8 @@ typedef struct {
     ngx_rbtree_node_t           sentinel;
     ngx_queue_t                 lru[NGX_HTTP_LLM_KIND_N];
     uint64_t                    generation;    /* of the last touch */
+    uint64_t                    node_id;       /* random, this nginx's
+                                                  name to Redis */
 
     /* per kind: live entries, their bytes, and how many were evicted */
     uint64_t                    entries[NGX_HTTP_LLM_KIND_N];
