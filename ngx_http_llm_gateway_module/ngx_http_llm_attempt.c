@@ -128,6 +128,14 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
         rc = ngx_http_llm_budget_reserve(r, ctx, a);
 
+        if (rc == NGX_AGAIN) {
+            /* waiting for a budget lease: this target again, later */
+            ctx->tried &= ~((uint64_t) 1
+                            << (t - (ngx_http_llm_target_t *)
+                                    ctx->route->targets.elts));
+            return NGX_AGAIN;
+        }
+
         if (rc == NGX_DECLINED) {
             /* a budget cannot pay for this target; maybe for another */
             continue;
@@ -698,6 +706,9 @@ ngx_http_llm_attempt_done(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         if (v.cond != NGX_HTTP_LLM_FB_429) {
             ctx->not_429 = 1;
         }
+
+        /* a fallback does not wait for budget leases */
+        ctx->spend.nowait = 1;
 
         rc = ngx_http_llm_attempt_start(r, ctx);
 

@@ -303,6 +303,7 @@ struct ngx_http_llm_ctx_s {
     ngx_msec_t                  ttft;          /* -1 unknown */
 
     ngx_http_llm_spend_t        spend;
+    ngx_event_t                 lease_wait;    /* for a budget lease */
     ngx_http_llm_cache_ctx_t    cache;
     ngx_str_t                   answer_body;   /* a whole answer sent */
 

@@ -73,6 +73,7 @@ struct ngx_http_llm_redis_s {
     ngx_uint_t                  cb_size;
 
     ngx_event_t                 timer;         /* sync, or reconnect */
+    ngx_msec_t                  last_sync;
     ngx_msec_t                  backoff;
     ngx_pool_t                 *cycle_pool;    /* of a sync cycle */
 
@@ -118,23 +119,59 @@ static ngx_int_t ngx_http_llm_redis_unhex(u_char *dst, u_char *src,
 
 
 /*
- * The delta of (node, sequence) is applied once; the total comes back.
- * KEYS[1] the budget's hash; ARGV: node, sequence, delta (nano-USD),
- * limit, seconds to keep the hash.
+ * A node's message about a budget, applied once per (node, sequence): its
+ * spend (delta) moves from its lease to the total, it gives back ret of
+ * its lease and asks for want more, granted from what neither the total
+ * nor the other nodes' leases hold, so that the total and all the leases
+ * never exceed the limit.  The leases of a node not heard of for a
+ * minute go back.  Returns the total and this node's lease.
+ *
+ * KEYS[1] the budget's hash; ARGV: node, sequence, delta, ret, want,
+ * limit, seconds to keep the hash (0: always).
  */
 
 static char  ngx_http_llm_redis_budget_lua[] =
-    "local last = tonumber(redis.call('HGET', KEYS[1], 'seq:' .. ARGV[1])"
+    "local node = ARGV[1] "
+    "local now = tonumber(redis.call('TIME')[1]) "
+    "local last = tonumber(redis.call('HGET', KEYS[1], 'seq:' .. node)"
     " or '0') "
+    "local lease = tonumber(redis.call('HGET', KEYS[1], 'lease:' .. node)"
+    " or '0') "
+    "local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0') "
     "if tonumber(ARGV[2]) > last then "
-    "redis.call('HINCRBY', KEYS[1], 'spent', ARGV[3]) "
-    "redis.call('HSET', KEYS[1], 'seq:' .. ARGV[1], ARGV[2]) "
+    "  local limit = tonumber(ARGV[6]) "
+    "  spent = spent + tonumber(ARGV[3]) "
+    "  lease = lease - tonumber(ARGV[3]) - tonumber(ARGV[4]) "
+    "  if lease < 0 then lease = 0 end "
+    "  local others = 0 "
+    "  local all = redis.call('HGETALL', KEYS[1]) "
+    "  for i = 1, #all, 2 do "
+    "    local f = all[i] "
+    "    if string.sub(f, 1, 6) == 'lease:' and f ~= 'lease:' .. node then "
+    "      local n = string.sub(f, 7) "
+    "      local at = tonumber(redis.call('HGET', KEYS[1], 'at:' .. n)"
+    " or '0') "
+    "      if now - at > 60 then "
+    "        redis.call('HDEL', KEYS[1], f, 'at:' .. n) "
+    "      else "
+    "        others = others + tonumber(all[i + 1]) "
+    "      end "
+    "    end "
+    "  end "
+    "  local free = limit - spent - others - lease "
+    "  local grant = tonumber(ARGV[5]) "
+    "  if grant > free then grant = free end "
+    "  if grant < 0 then grant = 0 end "
+    "  lease = lease + grant "
+    "  redis.call('HSET', KEYS[1], 'spent', string.format('%.0f', spent), "
+    "    'lease:' .. node, string.format('%.0f', lease), "
+    "    'seq:' .. node, ARGV[2], 'limit', ARGV[6]) "
     "end "
-    "redis.call('HSET', KEYS[1], 'limit', ARGV[4]) "
-    "if tonumber(ARGV[5]) > 0 then "
-    "redis.call('EXPIRE', KEYS[1], ARGV[5]) "
+    "redis.call('HSET', KEYS[1], 'at:' .. node, now) "
+    "if tonumber(ARGV[7]) > 0 then "
+    "  redis.call('EXPIRE', KEYS[1], ARGV[7]) "
     "end "
-    "return redis.call('HGET', KEYS[1], 'spent') or '0'";
+    "return {string.format('%.0f', spent), string.format('%.0f', lease)}";
 
 
 static ngx_http_llm_redis_t  *ngx_http_llm_redis_workers;
@@ -281,6 +318,8 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    rc->zone->synced = 1;
+
     rcp = lmcf->redis.elts;
 
     for (i = 0; i < lmcf->redis.nelts; i++) {
@@ -369,25 +408,37 @@ ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * Every sync interval a cycle; and every 20 ms a look at whether a
+ * request waits for a budget lease, which starts one at once.
+ */
+
 static void
 ngx_http_llm_redis_timer(ngx_event_t *ev)
 {
     ngx_http_llm_redis_t *rs = ev->data;
 
+    ngx_http_llm_zone_sh_t  *sh;
+
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         return;
     }
 
+    sh = rs->conf->zone->sh;
+
     if (rs->state == NGX_HTTP_LLM_REDIS_IDLE) {
         ngx_http_llm_redis_connect(rs);
 
-    } else if (rs->state == NGX_HTTP_LLM_REDIS_READY && !rs->syncing) {
+    } else if (rs->state == NGX_HTTP_LLM_REDIS_READY && !rs->syncing
+               && (ngx_current_msec - rs->last_sync >= rs->conf->sync
+                   || sh->lease_wanted))
+    {
         ngx_http_llm_redis_sync(rs);
     }
 
     if (!ev->timer_set) {
         ngx_add_timer(ev, rs->state == NGX_HTTP_LLM_REDIS_IDLE
-                          ? rs->backoff : rs->conf->sync);
+                          ? rs->backoff : ngx_min(rs->conf->sync, 20));
     }
 }
 
@@ -504,6 +555,7 @@ ngx_http_llm_redis_ready(ngx_http_llm_redis_t *rs, redisReply *reply,
     rs->state = NGX_HTTP_LLM_REDIS_READY;
     rs->backoff = 0;
     rs->auth_failed = 0;
+    rs->conf->zone->sh->redis_up = 1;
 
     if (rs->down) {
         ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
@@ -540,6 +592,10 @@ ngx_http_llm_redis_close(ngx_http_llm_redis_t *rs, ngx_uint_t error)
     rs->syncing = 0;
     rs->out_len = 0;
     rs->cb_n = 0;
+
+    if (rs->conf->zone->sh) {
+        rs->conf->zone->sh->redis_up = 0;
+    }
 
     if (!error) {
         if (rs->timer.timer_set) {
@@ -802,6 +858,8 @@ ngx_http_llm_redis_sync(ngx_http_llm_redis_t *rs)
     }
 
     rs->syncing = 1;
+    rs->last_sync = ngx_current_msec;
+    rs->conf->zone->sh->lease_wanted = 0;
 
     if (ngx_http_llm_redis_budgets(rs) != NGX_OK
         || ngx_http_llm_redis_publish(rs) != NGX_OK)
@@ -851,6 +909,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                   key;           /* the zone's */
     uint64_t                    seq;
+    uint32_t                    period;
 } ngx_http_llm_redis_budget_t;
 
 
@@ -882,9 +941,11 @@ ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e, void *data)
 
     u_char                       *p, *colon, seq[NGX_INT64_LEN],
                                  delta[NGX_INT64_LEN], limit[NGX_INT64_LEN],
-                                 ttl[NGX_INT64_LEN], node_id[NGX_INT64_LEN];
-    const char                   *argv[9];
-    size_t                        argvlen[9];
+                                 ttl[NGX_INT64_LEN], node_id[NGX_INT64_LEN],
+                                 ret[NGX_INT64_LEN], want[NGX_INT64_LEN];
+    int64_t                       target, free;
+    const char                   *argv[11];
+    size_t                        argvlen[11];
     ngx_uint_t                    keep;
     ngx_str_t                     rkey;
     ngx_http_llm_redis_t         *rs;
@@ -903,11 +964,34 @@ ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e, void *data)
         return NGX_OK;
     }
 
-    if (node->inflight == 0 && node->pending) {
+    if (node->inflight_seq == 0 || node->inflight_done) {
+
+        /*
+         * A new message: the spend since the last one, what this node
+         * holds beyond twice its target given back (and not used from
+         * now on), what it lacks of its target asked for.  The target:
+         * an eighth of the budget, or what waiting requests need, or
+         * twice what was spent since the last message.
+         */
+
+        target = ngx_max(node->limit / 8, node->demand + node->reserved);
+        target = ngx_max(target, 2 * node->pending);
+
+        free = (node->leased ? node->lease : 0) - node->pending
+               - node->reserved;
+
         node->inflight = node->pending;
+        node->inflight_ret = (node->leased && free > 2 * target)
+                             ? free - target : 0;
+        node->inflight_want = (free < target) ? target - ngx_max(free, 0)
+                                              : 0;
         node->inflight_seq = ++node->seq;
         node->inflight_period = node->period;
+        node->inflight_done = 0;
+
+        node->lease -= node->inflight + node->inflight_ret;
         node->pending = 0;
+        node->demand = 0;
     }
 
     b = ngx_palloc(rs->cycle_pool, sizeof(ngx_http_llm_redis_budget_t));
@@ -924,6 +1008,7 @@ ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e, void *data)
 
     b->key.len = e->key.len;
     b->seq = node->inflight_seq;
+    b->period = node->inflight_period;
 
     /* <prefix>budget:<unit>:<period>:<key value> */
 
@@ -938,8 +1023,7 @@ ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e, void *data)
     p = ngx_cpymem(rkey.data, rs->conf->prefix.data, rs->conf->prefix.len);
     p = ngx_cpymem(p, "budget:", 7);
     p = ngx_cpymem(p, e->key.data, colon - e->key.data);
-    p = ngx_sprintf(p, ":%uD", node->inflight ? node->inflight_period
-                                              : node->period);
+    p = ngx_sprintf(p, ":%uD", node->inflight_period);
     p = ngx_cpymem(p, colon, e->key.data + e->key.len - colon);
     rkey.len = p - rkey.data;
 
@@ -964,12 +1048,16 @@ ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e, void *data)
     argvlen[5] = ngx_sprintf(seq, "%uL", node->inflight_seq) - seq;
     argv[6] = (const char *) delta;
     argvlen[6] = ngx_sprintf(delta, "%L", node->inflight) - delta;
-    argv[7] = (const char *) limit;
-    argvlen[7] = ngx_sprintf(limit, "%L", node->limit) - limit;
-    argv[8] = (const char *) ttl;
-    argvlen[8] = ngx_sprintf(ttl, "%ui", keep) - ttl;
+    argv[7] = (const char *) ret;
+    argvlen[7] = ngx_sprintf(ret, "%L", node->inflight_ret) - ret;
+    argv[8] = (const char *) want;
+    argvlen[8] = ngx_sprintf(want, "%L", node->inflight_want) - want;
+    argv[9] = (const char *) limit;
+    argvlen[9] = ngx_sprintf(limit, "%L", node->limit) - limit;
+    argv[10] = (const char *) ttl;
+    argvlen[10] = ngx_sprintf(ttl, "%ui", keep) - ttl;
 
-    if (ngx_http_llm_redis_command(rs, ngx_http_llm_redis_budget_done, b, 9,
+    if (ngx_http_llm_redis_command(rs, ngx_http_llm_redis_budget_done, b, 11,
                                    argv, argvlen)
         != NGX_OK)
     {
@@ -981,8 +1069,11 @@ ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e, void *data)
 }
 
 
-/* the total of all nodes: the entry's spent is that and what is not
- * pushed yet */
+/*
+ * The reply to a message: the total of all nodes, and this node's lease;
+ * the entry's spent is that total and what was spent since the message
+ * left, its lease what Redis holds for it less that.
+ */
 
 static void
 ngx_http_llm_redis_budget_done(ngx_http_llm_redis_t *rs, redisReply *reply,
@@ -990,11 +1081,13 @@ ngx_http_llm_redis_budget_done(ngx_http_llm_redis_t *rs, redisReply *reply,
 {
     ngx_http_llm_redis_budget_t *b = data;
 
-    int64_t                      total;
+    int64_t                      total, lease;
     ngx_http_llm_zone_t         *zone;
     ngx_http_llm_budget_node_t  *node;
 
-    if (reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_INTEGER)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
     {
         if (reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, rs->log, 0,
@@ -1006,11 +1099,12 @@ ngx_http_llm_redis_budget_done(ngx_http_llm_redis_t *rs, redisReply *reply,
         return;
     }
 
-    total = (reply->type == REDIS_REPLY_INTEGER)
-            ? reply->integer
-            : ngx_atoof((u_char *) reply->str, reply->len);
+    total = ngx_atoof((u_char *) reply->element[0]->str,
+                      reply->element[0]->len);
+    lease = ngx_atoof((u_char *) reply->element[1]->str,
+                      reply->element[1]->len);
 
-    if (total < 0) {
+    if (total < 0 || lease < 0) {
         return;
     }
 
@@ -1020,12 +1114,23 @@ ngx_http_llm_redis_budget_done(ngx_http_llm_redis_t *rs, redisReply *reply,
 
     node = ngx_http_llm_zone_peek(zone, NGX_HTTP_LLM_KIND_BUDGET, &b->key);
 
-    if (node && node->inflight_seq == b->seq) {
-        if (node->inflight == 0 || node->inflight_period == node->period) {
+    if (node && node->inflight_seq == b->seq && !node->inflight_done) {
+
+        if (b->period == node->period) {
             node->spent = total + node->pending;
+            node->lease = lease;
+            node->leased = 1;
+
+        } else {
+            /* the period turned meanwhile: the next message asks anew */
+            node->lease = 0;
+            node->leased = 0;
         }
 
         node->inflight = 0;
+        node->inflight_ret = 0;
+        node->inflight_want = 0;
+        node->inflight_done = 1;
     }
 
     ngx_http_llm_zone_unlock(zone);

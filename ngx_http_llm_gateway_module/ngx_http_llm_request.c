@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_llm_plan(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_refuse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
+static void ngx_http_llm_wait_done(ngx_event_t *ev);
+static void ngx_http_llm_wait_cleanup(void *data);
 
 
 ngx_http_llm_ctx_t *
@@ -180,13 +182,76 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 void
 ngx_http_llm_proceed(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t            rc;
+    ngx_pool_cleanup_t  *cln;
 
     rc = ngx_http_llm_attempt_start(r, ctx);
 
-    if (rc != NGX_OK) {
-        ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
-                         ngx_http_llm_refuse(r, ctx, rc));
+    if (rc == NGX_OK) {
+        return;
+    }
+
+    if (rc == NGX_AGAIN) {
+
+        /*
+         * A budget shared through Redis waits for its lease: tried again
+         * every 20 ms, for a second at most, then decided with what the
+         * node has.
+         */
+
+        if (++ctx->spend.waits >= 50) {
+            ctx->spend.nowait = 1;
+        }
+
+        if (ctx->lease_wait.handler == NULL) {
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+            if (cln == NULL) {
+                ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED, NGX_ERROR);
+                return;
+            }
+
+            cln->handler = ngx_http_llm_wait_cleanup;
+            cln->data = &ctx->lease_wait;
+
+            ctx->lease_wait.handler = ngx_http_llm_wait_done;
+            ctx->lease_wait.data = r;
+            ctx->lease_wait.log = r->connection->log;
+        }
+
+        ngx_add_timer(&ctx->lease_wait, 20);
+        return;
+    }
+
+    ngx_http_llm_end(r, ctx, NGX_HTTP_LLM_REFUSED,
+                     ngx_http_llm_refuse(r, ctx, rc));
+}
+
+
+static void
+ngx_http_llm_wait_done(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_http_llm_ctx_t  *ctx;
+
+    r = ev->data;
+    c = r->connection;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_gateway_module);
+
+    ngx_http_llm_proceed(r, ctx);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_llm_wait_cleanup(void *data)
+{
+    ngx_event_t *ev = data;
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
     }
 }
 

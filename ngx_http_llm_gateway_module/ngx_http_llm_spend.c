@@ -416,7 +416,8 @@ ngx_http_llm_budget_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_attempt_t *a)
 {
     time_t                       now;
-    int64_t                      in, out, prompt, need, left, k, want, min;
+    int64_t                      in, out, prompt, need, left, k, want, min,
+                                 lease;
     ngx_uint_t                   i, n;
     ngx_http_llm_hold_t         *h;
     ngx_http_llm_spend_t        *s;
@@ -487,6 +488,34 @@ ngx_http_llm_budget_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         left = b[i].amount - node->spent - node->reserved;
         need = prompt + (k * out + 999) / 1000;
+
+        if (b[i].zone->synced) {
+
+            /*
+             * Shared with other nodes: this node commits only what its
+             * lease covers (what Redis set aside for it); without a lease
+             * yet, a sixteenth of the budget.  When the lease is short
+             * and Redis is there, the request waits for the next sync to
+             * grow it.
+             */
+
+            lease = (node->leased ? 0 : b[i].amount / 16) + node->lease
+                    - node->pending - node->reserved;
+
+            if (need > lease && need <= left && !s->nowait
+                && b[i].zone->sh->redis_up)
+            {
+                node->demand += need;
+                b[i].zone->sh->lease_wanted = 1;
+
+                ngx_http_llm_zone_unlock(b[i].zone);
+                ngx_http_llm_budget_release(r, ctx, 0);
+
+                return NGX_AGAIN;
+            }
+
+            left = ngx_min(left, lease);
+        }
 
         if (need > left) {
 

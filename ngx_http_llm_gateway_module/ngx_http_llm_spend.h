@@ -90,13 +90,23 @@ typedef struct {
     uint32_t                    period;        /* index of the period */
     uint32_t                    unit;          /* NGX_HTTP_LLM_PERIOD_* */
 
-    /* Redis sync: spend not pushed yet, and a push awaiting its reply */
+    /*
+     * Redis sync: spend not pushed yet; a push awaiting its reply (its
+     * delta, the lease it gives back and the lease it asks for); this
+     * node's lease, what it may still commit (leased: Redis granted one);
+     * the most a waiting request needs.
+     */
     int64_t                     pending;
     int64_t                     inflight;
+    int64_t                     inflight_ret;
+    int64_t                     inflight_want;
     uint64_t                    inflight_seq;
     uint64_t                    seq;
+    int64_t                     lease;
+    int64_t                     demand;
     uint32_t                    inflight_period;
-    uint32_t                    reserved2;
+    uint16_t                    leased;
+    uint16_t                    inflight_done; /* its reply came */
 } ngx_http_llm_budget_node_t;
 
 
@@ -155,6 +165,9 @@ typedef struct {
     ngx_uint_t                  limited_need;
     time_t                      retry;         /* s; 0: never (too large) */
 
+    ngx_uint_t                  waits;         /* for a lease, 20 ms each */
+
+    unsigned                    nowait:1;      /* no more waiting */
     unsigned                    budgeted:1;    /* a budget applies */
     unsigned                    refused:1;     /* a target it cannot pay */
     unsigned                    cut:1;         /* a stream reached what was

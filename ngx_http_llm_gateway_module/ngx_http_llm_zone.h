@@ -63,6 +63,9 @@ typedef struct {
     uint64_t                    generation;    /* of the last touch */
     uint64_t                    node_id;       /* random, this nginx's
                                                   name to Redis */
+    ngx_uint_t                  redis_up;      /* llm_redis is synced */
+    ngx_uint_t                  lease_wanted;  /* a request waits for a
+                                                  budget lease */
 
     /* per kind: live entries, their bytes, and how many were evicted */
     uint64_t                    entries[NGX_HTTP_LLM_KIND_N];
@@ -77,6 +80,7 @@ typedef struct {
     ngx_shm_zone_t             *shm_zone;      /* NULL: private */
     ngx_http_llm_zone_sh_t     *sh;
     ngx_slab_pool_t            *shpool;
+    unsigned                    synced:1;      /* named by llm_redis */
 } ngx_http_llm_zone_t;
 
 

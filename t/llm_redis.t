@@ -75,6 +75,11 @@ http {
             llm_budget llm $http_x_team 1 total;
             llm_cache  llm;
         }
+
+        location /cap/v1/ {
+            llm_gateway;
+            llm_budget llm $http_x_team 0.0025 total;
+        }
 EOF
 $conf .= proxy_location('p', port => $mock) . "    }\n}\n";
 $conf =~ s/%%RPORT%%/$rport/g;
@@ -121,6 +126,45 @@ ok($seen, 'B: the spend of A is in its remaining budget');
 
 my $spent = cli('HGET', 't:budget:total:0:ab', 'spent');
 ok(defined $spent && $spent >= $cost * 1e9, "Redis: spent $spent nano-USD");
+
+###############################################################################
+# one budget, two nodes, 40 concurrent requests: never more than the cap
+# (0.0025 USD: about 10 worst cases of 400 tokens of gpt-4o-mini)
+
+my @pids;
+for my $i (1 .. 40) {
+    my $t = $i % 2 ? $a : $b;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        my $r = chat($t, 'm', uri => '/cap/v1/chat/completions',
+            text => "concurrent $i __words_300__",
+            body => { max_tokens => 400 },
+            headers => { 'X-Team' => 'cap' });
+        $a->write_file("cap-$i", join ' ', $r->{status},
+            $r->{headers}{'x-llm-cost'} // 0);
+        exit 0;
+    }
+    push @pids, $pid;
+}
+waitpid($_, 0) for @pids;
+
+my ($ok, $no, $total) = (0, 0, 0);
+for my $i (1 .. 40) {
+    my ($st, $c) = split / /, $a->read_file("cap-$i") // '0 0';
+    $ok++ if $st == 200;
+    $no++ if $st == 402;
+    $total += $c if $st == 200;
+}
+is($ok + $no, 40, "cap: every answer 200 or 402 ($ok, $no)");
+ok($ok >= 5, "cap: served $ok");
+ok($total <= 0.0025 + 1e-9, "cap: spent $total <= 0.0025 across two nodes");
+my $redis_spent;
+wait_until {
+    $redis_spent = cli('HGET', 't:budget:total:0:cap', 'spent') // 0;
+    abs($redis_spent / 1e9 - $total) < 1e-5;
+} timeout => 3;
+ok($redis_spent <= 2_500_000, "cap: Redis has $redis_spent nano-USD spent");
 
 ###############################################################################
 # Redis away: requests go on, spend is pushed once when it is back
