@@ -29,8 +29,6 @@ typedef struct {
 } ngx_http_llm_window_t;
 
 
-static void ngx_http_llm_limit_advance(ngx_http_llm_limit_node_t *node,
-    uint64_t now);
 static void ngx_http_llm_limit_window(ngx_http_llm_limit_node_t *node,
     uint64_t now, ngx_http_llm_window_t *w);
 static time_t ngx_http_llm_limit_wait(uint32_t *slots, uint64_t now,
@@ -134,7 +132,7 @@ invalid:
 
 /* the slots of seconds that passed since the newest are emptied */
 
-static void
+void
 ngx_http_llm_limit_advance(ngx_http_llm_limit_node_t *node, uint64_t now)
 {
     uint64_t  s;
@@ -146,11 +144,15 @@ ngx_http_llm_limit_advance(ngx_http_llm_limit_node_t *node, uint64_t now)
     if (node->last == 0 || now - node->last >= NGX_HTTP_LLM_LIMIT_SLOTS) {
         ngx_memzero(node->requests, sizeof(node->requests));
         ngx_memzero(node->tokens, sizeof(node->tokens));
+        ngx_memzero(node->pushed_requests, sizeof(node->pushed_requests));
+        ngx_memzero(node->pushed_tokens, sizeof(node->pushed_tokens));
 
     } else {
         for (s = node->last + 1; s <= now; s++) {
             node->requests[s % NGX_HTTP_LLM_LIMIT_SLOTS] = 0;
             node->tokens[s % NGX_HTTP_LLM_LIMIT_SLOTS] = 0;
+            node->pushed_requests[s % NGX_HTTP_LLM_LIMIT_SLOTS] = 0;
+            node->pushed_tokens[s % NGX_HTTP_LLM_LIMIT_SLOTS] = 0;
         }
     }
 
@@ -276,6 +278,13 @@ ngx_http_llm_limit_check(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
         ngx_http_llm_limit_advance(node, now);
         ngx_http_llm_limit_window(node, now, &w);
+
+        /* shared through Redis: the other nodes' use, as last synced */
+
+        if (l[i].zone->synced) {
+            w.requests += node->others_requests;
+            w.tokens += node->others_tokens;
+        }
 
         if (l[i].rpm && w.requests + 1 > l[i].rpm) {
             s->retry = ngx_http_llm_limit_wait(node->requests, now,

@@ -422,6 +422,9 @@ ngx_int_t ngx_http_llm_budget_walk(ngx_http_llm_zone_t *zone,
     ngx_http_llm_budget_walk_pt handler, void *data);
 
 /* ngx_http_llm_limit.c */
+/* the slots of seconds that passed are emptied; under the lock */
+void ngx_http_llm_limit_advance(ngx_http_llm_limit_node_t *node,
+    uint64_t now);
 char *ngx_http_llm_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_llm_limit_check(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);

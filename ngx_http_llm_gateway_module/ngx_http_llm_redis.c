@@ -74,6 +74,7 @@ struct ngx_http_llm_redis_s {
 
     ngx_event_t                 timer;         /* sync, or reconnect */
     ngx_msec_t                  last_sync;
+    time_t                      time_offset;   /* llm_test_time_offset */
     ngx_msec_t                  backoff;
     ngx_pool_t                 *cycle_pool;    /* of a sync cycle */
 
@@ -100,6 +101,10 @@ static void ngx_http_llm_redis_ready(ngx_http_llm_redis_t *rs,
     redisReply *reply, void *data);
 static void ngx_http_llm_redis_sync(ngx_http_llm_redis_t *rs);
 static ngx_int_t ngx_http_llm_redis_budgets(ngx_http_llm_redis_t *rs);
+static ngx_int_t ngx_http_llm_redis_limit_walk(ngx_http_llm_zone_entry_t *e,
+    void *data);
+static void ngx_http_llm_redis_limit_done(ngx_http_llm_redis_t *rs,
+    redisReply *reply, void *data);
 static ngx_int_t ngx_http_llm_redis_budget_walk(ngx_http_llm_zone_entry_t *e,
     void *data);
 static void ngx_http_llm_redis_budget_done(ngx_http_llm_redis_t *rs,
@@ -172,6 +177,35 @@ static char  ngx_http_llm_redis_budget_lua[] =
     "  redis.call('EXPIRE', KEYS[1], ARGV[7]) "
     "end "
     "return {string.format('%.0f', spent), string.format('%.0f', lease)}";
+
+
+/*
+ * A node's requests and tokens per second added to a limit's hash, the
+ * seconds older than the window dropped; returns the requests and tokens
+ * of all nodes in the window.  KEYS[1] the hash; ARGV: the window's first
+ * second, then second, requests, tokens, ... .
+ */
+
+static char  ngx_http_llm_redis_limit_lua[] =
+    "local from = tonumber(ARGV[1]) "
+    "for i = 2, #ARGV, 3 do "
+    "  redis.call('HINCRBY', KEYS[1], ARGV[i] .. ':r', ARGV[i + 1]) "
+    "  redis.call('HINCRBY', KEYS[1], ARGV[i] .. ':t', ARGV[i + 2]) "
+    "end "
+    "local r, t = 0, 0 "
+    "local all = redis.call('HGETALL', KEYS[1]) "
+    "for i = 1, #all, 2 do "
+    "  local sec = tonumber(string.match(all[i], '^(%d+)')) "
+    "  if sec == nil or sec < from then "
+    "    redis.call('HDEL', KEYS[1], all[i]) "
+    "  elseif string.sub(all[i], -2) == ':r' then "
+    "    r = r + tonumber(all[i + 1]) "
+    "  else "
+    "    t = t + tonumber(all[i + 1]) "
+    "  end "
+    "end "
+    "redis.call('EXPIRE', KEYS[1], 120) "
+    "return {r, t}";
 
 
 static ngx_http_llm_redis_t  *ngx_http_llm_redis_workers;
@@ -376,6 +410,7 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle,
     for (i = 0; i < lmcf->redis.nelts; i++) {
         rs[i].conf = rcp[i];
         rs[i].log = cycle->log;
+        rs[i].time_offset = lmcf->time_offset;
 
         rs[i].timer.handler = ngx_http_llm_redis_timer;
         rs[i].timer.data = &rs[i];
@@ -924,7 +959,177 @@ ngx_http_llm_redis_budgets(ngx_http_llm_redis_t *rs)
     ngx_http_llm_zone_walk(rs->conf->zone, NGX_HTTP_LLM_KIND_BUDGET,
                            ngx_http_llm_redis_budget_walk, &w);
 
+    if (w.rc != NGX_OK) {
+        return w.rc;
+    }
+
+    ngx_http_llm_zone_walk(rs->conf->zone, NGX_HTTP_LLM_KIND_LIMIT,
+                           ngx_http_llm_redis_limit_walk, &w);
+
     return w.rc;
+}
+
+
+/* ---- limits -------------------------------------------------------- */
+
+typedef struct {
+    ngx_str_t                   key;           /* the zone's */
+    uint64_t                    own_requests;  /* pushed, in the window */
+    uint64_t                    own_tokens;
+} ngx_http_llm_redis_limit_t;
+
+
+/*
+ * Under the zone's lock (a walk): what each second of the window counted
+ * here since the last push; the reply says what all nodes counted.
+ */
+
+static ngx_int_t
+ngx_http_llm_redis_limit_walk(ngx_http_llm_zone_entry_t *e, void *data)
+{
+    ngx_http_llm_redis_walk_t *w = data;
+
+    u_char                      *p, *buf;
+    int64_t                      dr, dt;
+    uint64_t                     now, sec;
+    ngx_uint_t                   i, n, argc;
+    const char                 **argv;
+    size_t                      *argvlen;
+    ngx_http_llm_redis_t        *rs;
+    ngx_http_llm_limit_node_t   *node;
+    ngx_http_llm_redis_limit_t  *l;
+
+    rs = w->rs;
+    node = e->value;
+
+    if (e->size != sizeof(ngx_http_llm_limit_node_t)) {
+        return NGX_OK;
+    }
+
+    now = (uint64_t) ngx_time() + rs->time_offset;
+
+    ngx_http_llm_limit_advance(node, now);
+
+    l = ngx_pcalloc(rs->cycle_pool, sizeof(ngx_http_llm_redis_limit_t));
+    argv = ngx_palloc(rs->cycle_pool, (5 + 3 * NGX_HTTP_LLM_LIMIT_WINDOW)
+                                      * sizeof(char *));
+    argvlen = ngx_palloc(rs->cycle_pool, (5 + 3 * NGX_HTTP_LLM_LIMIT_WINDOW)
+                                         * sizeof(size_t));
+    buf = ngx_pnalloc(rs->cycle_pool, rs->conf->prefix.len + 6 + e->key.len
+                                      + (1 + 3 * NGX_HTTP_LLM_LIMIT_WINDOW)
+                                        * NGX_INT64_LEN);
+    if (l == NULL || argv == NULL || argvlen == NULL || buf == NULL) {
+        w->rc = NGX_ERROR;
+        return NGX_DONE;
+    }
+
+    l->key.data = ngx_pstrdup(rs->cycle_pool, &e->key);
+    if (l->key.data == NULL) {
+        w->rc = NGX_ERROR;
+        return NGX_DONE;
+    }
+
+    l->key.len = e->key.len;
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_http_llm_redis_limit_lua;
+    argvlen[1] = sizeof(ngx_http_llm_redis_limit_lua) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+
+    p = buf;
+    argv[3] = (const char *) p;
+    p = ngx_cpymem(p, rs->conf->prefix.data, rs->conf->prefix.len);
+    p = ngx_cpymem(p, "limit:", 6);
+    p = ngx_cpymem(p, e->key.data, e->key.len);
+    argvlen[3] = p - (u_char *) argv[3];
+
+    argv[4] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", now - (NGX_HTTP_LLM_LIMIT_WINDOW - 1));
+    argvlen[4] = p - (u_char *) argv[4];
+
+    argc = 5;
+    n = 0;
+
+    for (sec = now - (NGX_HTTP_LLM_LIMIT_WINDOW - 1); sec <= now; sec++) {
+        i = sec % NGX_HTTP_LLM_LIMIT_SLOTS;
+
+        dr = (int64_t) node->requests[i] - node->pushed_requests[i];
+        dt = (int64_t) node->tokens[i] - node->pushed_tokens[i];
+
+        node->pushed_requests[i] = node->requests[i];
+        node->pushed_tokens[i] = node->tokens[i];
+
+        l->own_requests += node->requests[i];
+        l->own_tokens += node->tokens[i];
+
+        if (dr == 0 && dt == 0) {
+            continue;
+        }
+
+        argv[argc] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", sec);
+        argvlen[argc] = p - (u_char *) argv[argc];
+        argc++;
+
+        argv[argc] = (const char *) p;
+        p = ngx_sprintf(p, "%L", dr);
+        argvlen[argc] = p - (u_char *) argv[argc];
+        argc++;
+
+        argv[argc] = (const char *) p;
+        p = ngx_sprintf(p, "%L", dt);
+        argvlen[argc] = p - (u_char *) argv[argc];
+        argc++;
+
+        n++;
+    }
+
+    if (ngx_http_llm_redis_command(rs, ngx_http_llm_redis_limit_done, l,
+                                   (int) argc, argv, argvlen)
+        != NGX_OK)
+    {
+        w->rc = NGX_ERROR;
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_redis_limit_done(ngx_http_llm_redis_t *rs, redisReply *reply,
+    void *data)
+{
+    ngx_http_llm_redis_limit_t *l = data;
+
+    int64_t                     r, t;
+    ngx_http_llm_zone_t        *zone;
+    ngx_http_llm_limit_node_t  *node;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        return;
+    }
+
+    r = reply->element[0]->integer - (int64_t) l->own_requests;
+    t = reply->element[1]->integer - (int64_t) l->own_tokens;
+
+    zone = rs->conf->zone;
+
+    ngx_http_llm_zone_lock(zone);
+
+    node = ngx_http_llm_zone_peek(zone, NGX_HTTP_LLM_KIND_LIMIT, &l->key);
+
+    if (node) {
+        node->others_requests = (uint32_t) ngx_max(r, 0);
+        node->others_tokens = (uint32_t) ngx_max(t, 0);
+    }
+
+    ngx_http_llm_zone_unlock(zone);
 }
 
 

@@ -121,6 +121,13 @@ typedef struct {
     uint64_t                    last;          /* the newest second */
     uint32_t                    requests[NGX_HTTP_LLM_LIMIT_SLOTS];
     uint32_t                    tokens[NGX_HTTP_LLM_LIMIT_SLOTS];
+
+    /* Redis sync: what was pushed of each slot, and what the other
+     * nodes used in the window, as last read */
+    uint32_t                    pushed_requests[NGX_HTTP_LLM_LIMIT_SLOTS];
+    uint32_t                    pushed_tokens[NGX_HTTP_LLM_LIMIT_SLOTS];
+    uint32_t                    others_requests;
+    uint32_t                    others_tokens;
 } ngx_http_llm_limit_node_t;
 
 

@@ -76,6 +76,11 @@ http {
             llm_cache  llm;
         }
 
+        location /lim/v1/ {
+            llm_gateway;
+            llm_limit llm $http_x_team rpm=4;
+        }
+
         location /cap/v1/ {
             llm_gateway;
             llm_budget llm $http_x_team 0.0025 total;
@@ -126,6 +131,24 @@ ok($seen, 'B: the spend of A is in its remaining budget');
 
 my $spent = cli('HGET', 't:budget:total:0:ab', 'spent');
 ok(defined $spent && $spent >= $cost * 1e9, "Redis: spent $spent nano-USD");
+
+###############################################################################
+# a limit across nodes: rpm=4 in all
+
+sub lim {
+    my ($t, $i) = @_;
+    return chat($t, 'm', uri => '/lim/v1/chat/completions', text => "lim $i",
+        headers => { 'X-Team' => 'lim' })->{status};
+}
+
+is(join(' ', map { lim($a, $_) } 1 .. 3), '200 200 200', 'limit: 3 on A');
+sleep 0.6;    # a few sync cycles (200 ms) for B to see them
+is(lim($b, 4), 200, 'limit: the 4th on B');
+sleep 0.6;    # B learns the use of the others for a key once it has one
+is(lim($b, 5), 429, 'limit: the 5th on B refused')
+    or diag(cli('HGETALL', 't:limit:lim'));
+sleep 0.6;
+is(lim($a, 6), 429, 'limit: and on A');
 
 ###############################################################################
 # one budget, two nodes, 40 concurrent requests: never more than the cap
