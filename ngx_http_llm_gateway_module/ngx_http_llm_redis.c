@@ -628,7 +628,9 @@ ngx_http_llm_redis_close(ngx_http_llm_redis_t *rs, ngx_uint_t error)
     rs->out_len = 0;
     rs->cb_n = 0;
 
-    if (rs->conf->zone->sh) {
+    /* a worker that exits on reload leaves the flag to the new owner */
+
+    if (error && rs->conf->zone->sh) {
         rs->conf->zone->sh->redis_up = 0;
     }
 
@@ -748,7 +750,9 @@ ngx_http_llm_redis_write(ngx_event_t *wev)
 
     if (wev->timedout) {
         ngx_log_error(NGX_LOG_ERR, rs->log, NGX_ETIMEDOUT,
-                      "llm_redis %V: connect timed out", &rs->conf->url.url);
+                      "llm_redis %V: %s timed out", &rs->conf->url.url,
+                      rs->state == NGX_HTTP_LLM_REDIS_CONNECTING
+                      ? "connect" : "write");
         ngx_http_llm_redis_close(rs, 1);
         return;
     }
@@ -1394,7 +1398,13 @@ ngx_http_llm_redis_publish(ngx_http_llm_redis_t *rs)
     argvlen[1] = p - (u_char *) argv[1];
 
     minv = p;
-    p = ngx_sprintf(p, "(%uL", rs->pulled);
+    /*
+     * The log is scored by each publisher's clock: what came in late
+     * with an earlier score is met by looking 5 s back (entries held
+     * already are not fetched again).
+     */
+
+    p = ngx_sprintf(p, "(%uL", rs->pulled > 5000 ? rs->pulled - 5000 : 0);
     argv[2] = (const char *) minv;
     argvlen[2] = p - minv;
 

@@ -34,6 +34,7 @@ my $PASS = 's3cret-redis';
 
 sub redis_start {
     system("$redis_server --port $rport --bind 127.0.0.1 --save '' "
+        . "--enable-debug-command yes "
         . "--appendonly no --requirepass $PASS --daemonize yes "
         . "--dir '$rdir' --pidfile '$rdir/redis.pid' "
         . "--logfile '$rdir/redis.log'") == 0 or die "redis-server";
@@ -260,6 +261,8 @@ for my $i (1 .. 10) {
 my $took = time - $t0;
 is($fail, 0, 'Redis slow: every request served');
 ok($took < 1.5, sprintf('Redis slow: 10 requests in %.2fs', $took));
+ok((wait_until { $a->error_log =~ /no reply in time/ } timeout => 3),
+    'Redis slow: the sync waited, not the requests');
 
 redis_stop();
 $fail = 0;
@@ -281,10 +284,10 @@ sub worker_fds {
 
 sleep 0.5;
 my $before = worker_fds($a);
-$a->reload for 1 .. 5;
+$a->reload for 1 .. 20;
 sleep 0.5;
 my $after = worker_fds($a);
-ok($after <= $before + 1, "fds over 5 reloads: $before -> $after");
+ok($after <= $before + 1, "fds over 20 reloads: $before -> $after");
 
 ###############################################################################
 # a wrong password
