@@ -10,7 +10,7 @@ top=$(cd "$(dirname "$0")" && pwd)
 cd "$top"
 
 pkgs=(nginx nginx-dev libjansson-dev libhiredis-dev redis-server gcc make
-      perl curl)
+      perl curl prometheus chromium)
 if ! command -v node >/dev/null 2>&1; then
     pkgs+=(nodejs npm)
 fi

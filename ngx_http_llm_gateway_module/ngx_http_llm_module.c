@@ -122,6 +122,20 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, retry_after_max),
       NULL },
 
+    { ngx_string("llm_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_status,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("llm_status_max_series"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_llm_main_conf_t, status_max_series),
+      NULL },
+
     { ngx_string("llm_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_llm_redis,
@@ -244,6 +258,7 @@ ngx_module_t  ngx_http_llm_gateway_module = {
 #define NGX_HTTP_LLM_VAR_KEY         7
 #define NGX_HTTP_LLM_VAR_REMAINING   8
 #define NGX_HTTP_LLM_VAR_CACHE       9
+#define NGX_HTTP_LLM_VAR_ROUTE       10
 
 
 static ngx_http_variable_t  ngx_http_llm_vars[] = {
@@ -277,6 +292,9 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
 
     { ngx_string("llm_cache_status"), NULL, ngx_http_llm_variable,
       NGX_HTTP_LLM_VAR_CACHE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_route"), NULL, ngx_http_llm_variable,
+      NGX_HTTP_LLM_VAR_ROUTE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -509,6 +527,10 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         usd = ctx->spend.remaining;
         break;
 
+    case NGX_HTTP_LLM_VAR_ROUTE:
+        s = ctx->route ? &ctx->route->name : NULL;
+        break;
+
     case NGX_HTTP_LLM_VAR_CACHE:
         s = ngx_http_llm_cache_status(ctx);
         s = s->len ? s : NULL;
@@ -624,6 +646,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
     }
 
     lmcf->time_offset = NGX_CONF_UNSET;
+    lmcf->status_max_series = NGX_CONF_UNSET_UINT;
 
     if (ngx_array_init(&lmcf->providers, cf->pool, 4,
                        sizeof(ngx_http_llm_provider_t))
@@ -654,6 +677,7 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_llm_main_conf_t *lmcf = conf;
 
     ngx_conf_init_value(lmcf->time_offset, 0);
+    ngx_conf_init_uint_value(lmcf->status_max_series, 1000);
 
     if (ngx_http_llm_prices_init(cf, lmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

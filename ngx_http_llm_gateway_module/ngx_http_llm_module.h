@@ -152,6 +152,8 @@ typedef struct {
 
     ngx_array_t                 redis;         /* ngx_http_llm_redis_conf_t *,
                                                   a zone each */
+    ngx_uint_t                  status_max_series;
+    ngx_flag_t                  status;        /* an llm_status exists */
 } ngx_http_llm_main_conf_t;
 
 
@@ -459,6 +461,11 @@ ngx_int_t ngx_http_llm_acc_text(ngx_http_llm_acc_t *acc,
     ngx_str_t *literal);
 /* an OpenAI chunk, as JSON text */
 ngx_int_t ngx_http_llm_acc_chunk(ngx_http_llm_acc_t *acc, ngx_str_t *data);
+
+/* ngx_http_llm_status.c */
+char *ngx_http_llm_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_http_llm_status_count(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 
 /* ngx_http_llm_redis.c */
 char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

@@ -329,6 +329,7 @@ ngx_http_llm_finish(ngx_http_request_t *r)
 
     ngx_http_llm_spend_finish(r, ctx);
     ngx_http_llm_cache_store(r, ctx);
+    ngx_http_llm_status_count(r, ctx);
 
     return NGX_OK;
 }
