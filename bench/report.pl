@@ -131,6 +131,9 @@ my %desc = (
                              . 'budget and one rpm/tpm limit (llm_zone)',
     'gw-spend-redis'      => 'the same, the zone synced to a local '
                              . 'redis-server every second (llm_redis)',
+    'gw-status'           => 'gateway as gw-openai, in an nginx with '
+                             . 'llm_status (every request counted), scraped '
+                             . 'once a second',
     'baseline-stream'     => 'plain proxy_pass of llm_mock\'s OpenAI SSE '
                              . 'stream',
     'gw-openai-stream'    => 'gateway streaming, OpenAI-format target',
@@ -215,6 +218,7 @@ my @pairs = (
     ['gw-spend', 'baseline'],
     ['gw-spend', 'gw-openai'],
     ['gw-spend-redis', 'gw-spend'],
+    ['gw-status', 'gw-openai'],
     ['gw-openai-stream', 'baseline-stream'],
     ['gw-anthropic-stream', 'baseline-stream'],
     ['baseline', 'upstream-direct'],
@@ -329,6 +333,10 @@ target('one budget and one limit: added p50 over the gateway at c=1',
 $r = paired('gw-spend-redis', 'gw-spend', 'sat', 'rps', '/');
 target('budget and limit with Redis sync: rps / without Redis (saturation)',
        fmt($r, '%.2fx'), '>= 0.95x', defined $r ? $r >= 0.95 : undef);
+$r = paired('gw-status', 'gw-openai', 'sat', 'rps', '/');
+target('llm_status counting, scraped each second: rps / without '
+       . '(saturation)', fmt($r, '%.2fx'), '>= 0.97x',
+       defined $r ? $r >= 0.97 : undef);
 $r = paired('cache-hit', 'return200', 'sat', 'rps', '/');
 target('cache hit rps / return 200 rps (saturation)', fmt($r, '%.2fx'),
        '>= 0.8x', defined $r ? $r >= 0.8 : undef);
