@@ -934,6 +934,7 @@ ngx_http_llm_redis_cycle_done(ngx_http_llm_redis_t *rs, redisReply *reply,
     }
 
     rs->syncing = 0;
+    rs->conf->zone->sh->redis_synced = ngx_time();
 }
 
 

@@ -522,8 +522,11 @@ ngx_http_llm_status_tree(ngx_http_request_t *r,
 
         if (z && zp[i]->synced) {
             json_object_set_new(z, "redis",
-                                json_pack("{s:b}", "up",
-                                          (int) zp[i]->sh->redis_up));
+                                json_pack("{s:b,s:I}", "up",
+                                          (int) zp[i]->sh->redis_up,
+                                          "last_sync",
+                                          (json_int_t)
+                                              zp[i]->sh->redis_synced));
         }
 
         if (z) {
@@ -797,6 +800,33 @@ ngx_http_llm_status_prometheus(ngx_http_request_t *r, json_t *root,
          ngx_http_llm_jint(o, "size"))
     ZONE("nginx_llm_zone_free_bytes", "Free pages of the llm_zone.",
          "gauge", "%L", ngx_http_llm_jint(o, "free"))
+
+    ngx_http_llm_text(t, "# HELP nginx_llm_redis_up Whether llm_redis is "
+                      "connected.\n# TYPE nginx_llm_redis_up gauge\n"
+                      "# HELP nginx_llm_redis_last_sync_timestamp_seconds "
+                      "The end of the last sync cycle.\n"
+                      "# TYPE nginx_llm_redis_last_sync_timestamp_seconds "
+                      "gauge\n");
+
+    for (i = 0; i < json_array_size(a); i++) {
+        o = json_array_get(a, i);
+        b = json_object_get(o, "redis");
+
+        if (b == NULL) {
+            continue;
+        }
+
+        k = ngx_http_llm_esc(r->pool, ngx_http_llm_jstr(o, "name"), 0);
+        if (k == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_llm_text(t, "nginx_llm_redis_up{zone=\"%V\"} %d\n"
+                          "nginx_llm_redis_last_sync_timestamp_seconds"
+                          "{zone=\"%V\"} %L\n", k,
+                          json_is_true(json_object_get(b, "up")) ? 1 : 0,
+                          k, ngx_http_llm_jint(b, "last_sync"));
+    }
 
     a = json_object_get(root, "budgets");
 

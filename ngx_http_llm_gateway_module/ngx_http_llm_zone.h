@@ -64,6 +64,7 @@ typedef struct {
     uint64_t                    node_id;       /* random, this nginx's
                                                   name to Redis */
     ngx_uint_t                  redis_up;      /* llm_redis is synced */
+    time_t                      redis_synced;  /* the last cycle's end */
     ngx_uint_t                  lease_wanted;  /* a request waits for a
                                                   budget lease */
 
