@@ -77,23 +77,38 @@ ngx_http_llm_send_header(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (a && a->streaming && r->headers_out.status == 0) {
-        r->headers_out.status = NGX_HTTP_OK;
-        r->headers_out.content_length_n = -1;
-        ngx_str_set(&r->headers_out.content_type, "text/event-stream");
-        r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-        ngx_str_set(&s, "no-cache");
-        if (ngx_http_llm_add_header(r, "Cache-Control", &s) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        /* event streams must reach the client as they come */
-        r->gzip_tested = 1;
-        r->gzip_ok = 0;
+    if (a && a->streaming && r->headers_out.status == 0
+        && ngx_http_llm_stream_headers(r) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return ngx_http_send_header(r);
+}
+
+
+/* the header fields of an event stream */
+
+ngx_int_t
+ngx_http_llm_stream_headers(ngx_http_request_t *r)
+{
+    ngx_str_t  s;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = -1;
+    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    ngx_str_set(&s, "no-cache");
+    if (ngx_http_llm_add_header(r, "Cache-Control", &s) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* event streams must reach the client as they come */
+    r->gzip_tested = 1;
+    r->gzip_ok = 0;
+
+    return NGX_OK;
 }
 
 

@@ -32,6 +32,8 @@ typedef struct {
      |NGX_HTTP_LLM_FB_429|NGX_HTTP_LLM_FB_5XX)
 
 
+static ngx_int_t ngx_http_llm_attempt_send(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a);
 static ngx_int_t ngx_http_llm_subrequest(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a, ngx_str_t *body);
 static ngx_int_t ngx_http_llm_post_subrequest(ngx_http_request_t *sr,
@@ -59,7 +61,6 @@ ngx_int_t
 ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
     ngx_int_t                  rc;
-    ngx_str_t                  body;
     ngx_http_llm_call_t       *call;
     ngx_http_llm_target_t     *t;
     ngx_http_llm_attempt_t    *a;
@@ -174,28 +175,11 @@ ngx_http_llm_attempt_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        if (call->body) {
-            rc = ngx_http_llm_json_dump(r->pool, call->body, &body);
-
-            json_decref(call->body);
-            call->body = NULL;
-
-            if (rc != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-        } else {
-            body = call->raw_body;
-        }
-
-        if (ngx_http_llm_subrequest(r, ctx, a, &body) != NGX_OK) {
+        if (ngx_http_llm_attempt_send(r, ctx, a) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        ctx->cur = a;
         ctx->nattempts++;
-
-        r->write_event_handler = ngx_http_llm_wake;
 
         return NGX_OK;
     }
@@ -563,6 +547,23 @@ ngx_http_llm_attempt_embed(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         json_decref(call->body);
         return (rc == NGX_ERROR) ? NGX_ERROR : NGX_DECLINED;
     }
+
+    return ngx_http_llm_attempt_send(r, ctx, a);
+}
+
+
+/* the body the driver made (a tree, or bytes) goes out in a subrequest;
+ * a becomes the current attempt */
+
+static ngx_int_t
+ngx_http_llm_attempt_send(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_attempt_t *a)
+{
+    ngx_int_t             rc;
+    ngx_str_t             body;
+    ngx_http_llm_call_t  *call;
+
+    call = &a->call;
 
     if (call->body) {
         rc = ngx_http_llm_json_dump(r->pool, call->body, &body);

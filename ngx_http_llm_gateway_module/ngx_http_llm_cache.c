@@ -1352,20 +1352,9 @@ ngx_http_llm_cache_stream(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_uint_t           i;
     ngx_http_llm_out_t   o;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = -1;
-    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    ngx_str_set(&s, "no-cache");
-    if (ngx_http_llm_add_header(r, "Cache-Control", &s) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    r->gzip_tested = 1;
-    r->gzip_ok = 0;
-
-    if (ngx_http_llm_stream_role(call) != NGX_OK) {
+    if (ngx_http_llm_stream_headers(r) != NGX_OK
+        || ngx_http_llm_stream_role(call) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -375,6 +375,9 @@ ngx_int_t ngx_http_llm_send_answer(ngx_http_request_t *r,
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_attempt_t *a,
     ngx_http_llm_error_t *err);
+/* the header fields of an event stream: 200, text/event-stream, no-cache,
+ * no gzip */
+ngx_int_t ngx_http_llm_stream_headers(ngx_http_request_t *r);
 /* 429: every target is cooling down */
 ngx_int_t ngx_http_llm_send_cooling(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);

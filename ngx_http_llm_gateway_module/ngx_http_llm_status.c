@@ -11,10 +11,11 @@
  * Counters and llm_status.
  *
  * With an llm_status location, every gateway request is counted once, in
- * the finish point, under its series: (route, provider, model).  A series is a pinned entry (kind
- * STATS) of the routing zone, found once per worker under the zone's
- * lock and remembered by the worker, then counted with atomic adds: no
- * lock on the request path after the first request of a series.  Past
+ * the finish point, under its series: (route, provider, model).  A
+ * series is a pinned entry (kind STATS) of the routing zone, found once
+ * per worker under the zone's lock and remembered by the worker, then
+ * counted with atomic adds: no lock on the request path after the first
+ * request of a series.  Past
  * llm_status_max_series series, new ones are counted in the series
  * ("other", "other", "other").
  *
