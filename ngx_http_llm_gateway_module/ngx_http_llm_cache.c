@@ -139,6 +139,8 @@ static ngx_http_llm_cache_node_t *ngx_http_llm_cache_semantic(
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_zone_t *zone, ngx_uint_t *sim);
 static ngx_http_llm_cache_index_t *ngx_http_llm_cache_index(
     ngx_http_llm_zone_t *zone, ngx_uint_t create);
+static void ngx_http_llm_cache_index_add(ngx_http_llm_cache_index_t *index,
+    ngx_http_llm_cache_node_t *node, u_char *key);
 static ngx_int_t ngx_http_llm_cache_serve(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_node_t *node);
 static ngx_int_t ngx_http_llm_cache_whole(ngx_http_request_t *r,
@@ -1036,6 +1038,25 @@ ngx_http_llm_cache_index(ngx_http_llm_zone_t *zone, ngx_uint_t create)
 }
 
 
+/* with the zone locked: the entry of key (16 bytes) takes the next slot */
+
+static void
+ngx_http_llm_cache_index_add(ngx_http_llm_cache_index_t *index,
+    ngx_http_llm_cache_node_t *node, u_char *key)
+{
+    ngx_http_llm_slot_t  *slot;
+
+    slot = &index->slots[index->next];
+    index->next = (index->next + 1) % index->nslots;
+    index->used = ngx_max(index->used,
+                          (uint32_t) (slot - index->slots) + 1);
+
+    slot->sig = node->sig;
+    slot->space = node->space[0];
+    ngx_memcpy(slot->key, key, 16);
+}
+
+
 /* with the zone locked: the most similar entry of the space, if any */
 
 static ngx_http_llm_cache_node_t *
@@ -1610,16 +1631,12 @@ ngx_http_llm_cache_headers(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     u_char     *p;
     ngx_str_t   v;
 
-    static ngx_str_t  names[] = {
-        ngx_null_string, ngx_string("HIT"), ngx_string("SEMANTIC"),
-        ngx_string("MISS"), ngx_string("BYPASS")
-    };
-
     if (ctx->cache.status == NGX_HTTP_LLM_CACHE_NONE) {
         return NGX_OK;
     }
 
-    if (ngx_http_llm_add_header(r, "x-llm-cache", &names[ctx->cache.status])
+    if (ngx_http_llm_add_header(r, "x-llm-cache",
+                                ngx_http_llm_cache_status(ctx))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1947,7 +1964,6 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_acc_tool_t     *t;
     ngx_http_llm_cache_tool_t    ct;
     ngx_http_llm_cache_node_t    node, *v;
-    ngx_http_llm_slot_t         *slot;
     ngx_http_llm_cache_index_t  *index;
     ngx_http_llm_cache_counters_t  *cnt;
 
@@ -2149,14 +2165,7 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_http_llm_zone_touch(zone, p);
 
     if (index) {
-        slot = &index->slots[index->next];
-        index->next = (index->next + 1) % index->nslots;
-        index->used = ngx_max(index->used, (uint32_t) (slot - index->slots)
-                                           + 1);
-
-        slot->sig = node.sig;
-        slot->space = node.space[0];
-        ngx_memcpy(slot->key, c->key, sizeof(c->key));
+        ngx_http_llm_cache_index_add(index, &node, c->key);
     }
 
     cnt = ngx_http_llm_cache_counters(zone);
@@ -2179,7 +2188,6 @@ ngx_http_llm_cache_insert(ngx_http_llm_zone_t *zone, ngx_str_t *key,
     u_char *value, size_t size, uint64_t expire)
 {
     u_char                      *p;
-    ngx_http_llm_slot_t         *slot;
     ngx_http_llm_cache_node_t    node;
     ngx_http_llm_cache_index_t  *index;
 
@@ -2210,14 +2218,7 @@ ngx_http_llm_cache_insert(ngx_http_llm_zone_t *zone, ngx_str_t *key,
         ngx_http_llm_zone_expires(p, expire);
 
         if (index) {
-            slot = &index->slots[index->next];
-            index->next = (index->next + 1) % index->nslots;
-            index->used = ngx_max(index->used,
-                                  (uint32_t) (slot - index->slots) + 1);
-
-            slot->sig = node.sig;
-            slot->space = node.space[0];
-            ngx_memcpy(slot->key, key->data, 16);
+            ngx_http_llm_cache_index_add(index, &node, key->data);
         }
     }
 

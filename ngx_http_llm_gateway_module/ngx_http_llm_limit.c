@@ -47,7 +47,7 @@ ngx_http_llm_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_int_t                          n;
     ngx_str_t                         *value, v;
-    ngx_uint_t                         i;
+    ngx_uint_t                         i, *field;
     ngx_http_llm_limit_t              *l;
     ngx_http_compile_complex_value_t   ccv;
 
@@ -86,32 +86,24 @@ ngx_http_llm_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 3; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "rpm=", 4) == 0) {
-            v.data = value[i].data + 4;
-            v.len = value[i].len - 4;
+            field = &l->rpm;
 
-            n = ngx_atoi(v.data, v.len);
-            if (n <= 0 || n > 1000000000) {
-                goto invalid;
-            }
+        } else if (ngx_strncmp(value[i].data, "tpm=", 4) == 0) {
+            field = &l->tpm;
 
-            l->rpm = n;
-            continue;
+        } else {
+            goto invalid;
         }
 
-        if (ngx_strncmp(value[i].data, "tpm=", 4) == 0) {
-            v.data = value[i].data + 4;
-            v.len = value[i].len - 4;
+        v.data = value[i].data + 4;
+        v.len = value[i].len - 4;
 
-            n = ngx_atoi(v.data, v.len);
-            if (n <= 0 || n > 1000000000) {
-                goto invalid;
-            }
-
-            l->tpm = n;
-            continue;
+        n = ngx_atoi(v.data, v.len);
+        if (n <= 0 || n > 1000000000) {
+            goto invalid;
         }
 
-        goto invalid;
+        *field = n;
     }
 
     if (l->rpm == 0 && l->tpm == 0) {
@@ -183,6 +175,16 @@ ngx_http_llm_limit_window(ngx_http_llm_limit_node_t *node, uint64_t now,
         w->requests += node->requests[i];
         w->tokens += node->tokens[i];
     }
+}
+
+
+/* ms until the oldest use counted (a second, 0: none) leaves the window */
+
+static ngx_inline ngx_msec_t
+ngx_http_llm_limit_reset(uint64_t oldest, uint64_t now)
+{
+    return (ngx_msec_t) ((oldest ? oldest : now) + NGX_HTTP_LLM_LIMIT_WINDOW
+                         - now) * 1000;
 }
 
 
@@ -322,9 +324,7 @@ ngx_http_llm_limit_check(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
         if (l[i].rpm) {
             left = l[i].rpm - w.requests - 1;
-            reset = (ngx_msec_t) ((w.oldest_request ? w.oldest_request
-                                                    : now)
-                                  + NGX_HTTP_LLM_LIMIT_WINDOW - now) * 1000;
+            reset = ngx_http_llm_limit_reset(w.oldest_request, now);
 
             if (s->rl_requests < 0 || left < s->rl_requests_left) {
                 s->rl_requests = l[i].rpm;
@@ -335,8 +335,7 @@ ngx_http_llm_limit_check(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
         if (l[i].tpm) {
             left = l[i].tpm - w.tokens - need;
-            reset = (ngx_msec_t) ((w.oldest_token ? w.oldest_token : now)
-                                  + NGX_HTTP_LLM_LIMIT_WINDOW - now) * 1000;
+            reset = ngx_http_llm_limit_reset(w.oldest_token, now);
 
             if (s->rl_tokens < 0 || left < s->rl_tokens_left) {
                 s->rl_tokens = l[i].tpm;
@@ -358,20 +357,15 @@ refused:
         s->rl_requests = l[i].rpm;
         s->rl_requests_left = ngx_max((ngx_int_t) l[i].rpm
                                       - (ngx_int_t) w.requests, 0);
-        s->rl_requests_reset = (ngx_msec_t) ((w.oldest_request
-                                              ? w.oldest_request : now)
-                                             + NGX_HTTP_LLM_LIMIT_WINDOW
-                                             - now) * 1000;
+        s->rl_requests_reset = ngx_http_llm_limit_reset(w.oldest_request,
+                                                        now);
     }
 
     if (l[i].tpm) {
         s->rl_tokens = l[i].tpm;
         s->rl_tokens_left = ngx_max((ngx_int_t) l[i].tpm
                                     - (ngx_int_t) w.tokens, 0);
-        s->rl_tokens_reset = (ngx_msec_t) ((w.oldest_token
-                                            ? w.oldest_token : now)
-                                           + NGX_HTTP_LLM_LIMIT_WINDOW
-                                           - now) * 1000;
+        s->rl_tokens_reset = ngx_http_llm_limit_reset(w.oldest_token, now);
     }
 
     ngx_http_llm_zone_unlock(l[i].zone);

@@ -118,7 +118,6 @@ static void ngx_http_llm_redis_fetched(ngx_http_llm_redis_t *rs,
     redisReply *reply, void *data);
 static void ngx_http_llm_redis_cycle_done(ngx_http_llm_redis_t *rs,
     redisReply *reply, void *data);
-static void ngx_http_llm_redis_hex(u_char *dst, u_char *src, size_t len);
 static ngx_int_t ngx_http_llm_redis_unhex(u_char *dst, u_char *src,
     size_t len);
 
@@ -1455,7 +1454,7 @@ ngx_http_llm_redis_publish_walk(ngx_http_llm_zone_entry_t *e, void *data)
 
     p = ngx_cpymem(rkey, rs->conf->prefix.data, rs->conf->prefix.len);
     p = ngx_cpymem(p, "cache:", 6);
-    ngx_http_llm_redis_hex(p, e->key.data, e->key.len);
+    (void) ngx_hex_dump(p, e->key.data, e->key.len);
 
     /* the value: its expiry (ms, wall clock), then the entry's value */
 
@@ -1641,13 +1640,6 @@ ngx_http_llm_redis_fetched(ngx_http_llm_redis_t *rs, redisReply *reply,
     v = (u_char *) reply->str + 8;
 
     ngx_http_llm_cache_insert(rs->conf->zone, key, v, size, expire);
-}
-
-
-static void
-ngx_http_llm_redis_hex(u_char *dst, u_char *src, size_t len)
-{
-    (void) ngx_hex_dump(dst, src, len);
 }
 
 
